@@ -1,0 +1,121 @@
+"""Mean-scale hyperprior (Minnen et al. 2018, without the autoregressive context), variable rate.
+
+One network covers the whole rate range: per-quality gain vectors (Cui et al. 2021,
+"asymmetric gained" units) scale the latent before quantization and are inverted before
+synthesis; a fractional quality interpolates geometrically between neighbouring levels.
+The module only produces tensors; the codec layer snaps parameters and entropy-codes them.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.layers import GDN
+from compressai.models.utils import conv, deconv
+
+# Rate-distortion trade-offs of the quality levels (MSE on 0..1 pixels, x 255^2 in the loss),
+# the values CompressAI's pretrained models use for qualities 1..8.
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+SCALE_BOUND = 0.11  # lower bound on the Gaussian scale, as in CompressAI
+
+
+class GainUnit(nn.Module):
+    """Per-level channel gains; quality q in [1, levels] picks or interpolates them."""
+
+    def __init__(self, levels: int, channels: int):
+        super().__init__()
+        self.levels = levels
+        self.log_gain = nn.Parameter(torch.zeros(levels, channels))
+
+    def forward(self, quality: torch.Tensor) -> torch.Tensor:
+        """quality: (B,) float tensor in [1, levels]; returns (B, C, 1, 1) gains."""
+        q = quality.clamp(1, self.levels) - 1
+        lo = q.floor().long().clamp(max=self.levels - 1)
+        hi = (lo + 1).clamp(max=self.levels - 1)
+        t = (q - lo.to(q.dtype)).unsqueeze(1)
+        log_g = self.log_gain[lo] * (1 - t) + self.log_gain[hi] * t
+        return log_g.exp()[:, :, None, None]
+
+
+class MeanScaleHyperprior(nn.Module):
+    """Balle-style GDN transforms, a factorized prior on z and a Gaussian N(mean, scale) on y."""
+
+    likelihood = "gaussian"
+    stride = 64  # g_a downsamples by 16, h_a by another 4
+
+    def __init__(self, N: int = 96, M: int = 128, lambdas=DEFAULT_LAMBDAS):
+        super().__init__()
+        self.N, self.M = N, M
+        self.lambdas = tuple(lambdas)
+        levels = len(self.lambdas)
+        self.g_a = nn.Sequential(
+            conv(3, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.g_s = nn.Sequential(
+            deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True),
+            deconv(N, N), GDN(N, inverse=True), deconv(N, 3))
+        self.h_a = nn.Sequential(
+            conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
+            conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N))
+        self.h_s = nn.Sequential(
+            deconv(N, M), nn.LeakyReLU(inplace=True),
+            deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
+            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3))
+        self.gain = GainUnit(levels, M)
+        self.inverse_gain = GainUnit(levels, M)
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None, scale_bound=SCALE_BOUND)
+
+    @property
+    def levels(self) -> int:
+        return len(self.lambdas)
+
+    def lambda_for(self, quality: torch.Tensor) -> torch.Tensor:
+        """The trade-off a (fractional) quality was trained for, log-interpolated."""
+        log_l = torch.log(torch.tensor(self.lambdas, dtype=quality.dtype))
+        q = quality.clamp(1, self.levels) - 1
+        lo = q.floor().long().clamp(max=self.levels - 1)
+        hi = (lo + 1).clamp(max=self.levels - 1)
+        t = q - lo.to(q.dtype)
+        return torch.exp(log_l[lo] * (1 - t) + log_l[hi] * t)
+
+    # --- the pieces the codec pipeline calls, in order -------------------------------
+    def analysis(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        return self.g_a(x) * self.gain(quality)
+
+    def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
+        return self.h_a(y)
+
+    def hyper_synthesis(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (means, scales) of the Gaussian on y; scales already lower-bounded."""
+        scales, means = self.h_s(z_hat).chunk(2, 1)
+        return means, scales.clamp_min(SCALE_BOUND)
+
+    def synthesis(self, y_hat: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        return self.g_s(y_hat * self.inverse_gain(quality))
+
+    # --- training --------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
+        """Training pass: noisy likelihoods for the rate, straight-through rounding for y_hat."""
+        y = self.analysis(x, quality)
+        z = self.hyper_analysis(y)
+        z_hat, z_lik = self.entropy_bottleneck(z)
+        means, scales = self.hyper_synthesis(z_hat)
+        _, y_lik = self.gaussian_conditional(y, scales, means=means)
+        y_hat = torch.round(y - means).detach() + (y - means) - (y - means).detach() + means
+        x_hat = self.synthesis(y_hat, quality)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def rd_loss(self, x: torch.Tensor, quality: torch.Tensor, out: dict) -> dict:
+        """Per-sample lambda * 255^2 * MSE + bpp, averaged over the batch."""
+        num_pixels = x.shape[2] * x.shape[3]
+        bits = sum(torch.log(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
+        bpp = -bits / (math.log(2) * num_pixels)
+        mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
+        lam = self.lambda_for(quality).to(x.dtype)
+        loss = (lam * 255**2 * mse + bpp).mean()
+        return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}

@@ -1,0 +1,15 @@
+"""Builds the C++ rANS extension; everything else is declared in pyproject.toml."""
+from pybind11.setup_helpers import Pybind11Extension
+from setuptools import setup
+
+setup(
+    ext_modules=[
+        Pybind11Extension(
+            "codec.entropy._rans",
+            ["codec/entropy/_rans.cpp"],
+            cxx_std=17,
+            # -ffp-contract=off and no -march=native: identical bytes on every x86-64/ARM machine.
+            extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
+        )
+    ],
+)
