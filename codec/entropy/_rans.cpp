@@ -1,0 +1,1031 @@
+// neurocodec entropy coding core: rANS (64-bit state, 32-bit renormalization) with
+// table mode (CompressAI-style quantized CDFs) and parametric mode (Gaussian, Laplace,
+// generalized Gaussian, Gaussian mixture K=1..8) whose CDFs are computed on the fly.
+//
+// Determinism: the CDF path uses only IEEE +,-,*,/ and integer conversions (no libm
+// transcendentals); every table is built at import time from our own series with the
+// same operations. Build with -ffp-contract=off and without -march=native, so the same
+// parameters give the same bytes on every machine and every thread count.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace nc {
+
+struct CodingError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// ------------------------------------------------------------------ constants
+#ifndef NC_PRECISION
+#define NC_PRECISION 24
+#endif
+static constexpr int PRECISION = NC_PRECISION;
+static constexpr uint64_t RANS_L = 1ull << 31;
+static constexpr uint32_t ESC_FREQ = 1;  // frequency of the escape slot (last slot)
+static constexpr int MEAN_FRAC_BITS = 16;
+static constexpr double MEAN_SCALE = 1.0 / 65536.0;
+static constexpr int SCALE_STEPS_PER_OCTAVE = 256;
+static constexpr int SCALE_LOG2_MIN = -10;
+static constexpr int SCALE_OCTAVES = 24;  // 2^-10 .. 2^14
+static constexpr int N_SCALES = SCALE_OCTAVES * SCALE_STEPS_PER_OCTAVE + 1;
+static constexpr int N_BETAS = 256;
+static constexpr double BETA_MIN = 0.3, BETA_MAX = 4.0;
+static constexpr int32_t WEIGHT_ONE = 65536;
+static constexpr int MAX_K = 8;
+static constexpr double GAUSS_TAIL = 6.5;   // support half-width in sigmas
+static constexpr double LAPLACE_TAIL = 22.0;  // support half-width in scales
+static constexpr double GG_TAIL_MASS = 1e-10;
+static constexpr double LN2 = 0.69314718055994530942;
+static constexpr double INV_LN2 = 1.44269504088896340736;
+
+enum Family { GAUSSIAN = 0, LAPLACE = 1, GG = 2, GMM = 3 };
+
+// ------------------------------------------------------------------ deterministic math
+static inline double dabs(double x) { return x < 0 ? -x : x; }
+static inline double dfloor(double x) {  // |x| < 2^62
+  double t = (double)(int64_t)x;
+  return t > x ? t - 1.0 : t;
+}
+static inline double pow2i(int e) {  // 2^e, e in [-1022, 1023]
+  uint64_t b = (uint64_t)(int64_t)(e + 1023) << 52;
+  double d;
+  std::memcpy(&d, &b, 8);
+  return d;
+}
+
+static double exp2_slow(double x) {
+  if (x < -1060.0) return 0.0;
+  double n = dfloor(x + 0.5);
+  double y = (x - n) * LN2;
+  double s = 1.0, term = 1.0;
+  for (int k = 1; k <= 20; ++k) {
+    term = term * y / (double)k;
+    s += term;
+  }
+  int e = (int)n;
+  if (e < -1000) return s * pow2i(e + 100) * pow2i(-100);
+  return s * pow2i(e);
+}
+static double log2_slow(double x) {  // x > 0 finite normal
+  uint64_t b;
+  std::memcpy(&b, &x, 8);
+  int e = (int)((b >> 52) & 0x7ff) - 1023;
+  uint64_t mb = (b & ((1ull << 52) - 1)) | (1023ull << 52);
+  double m;
+  std::memcpy(&m, &mb, 8);
+  if (m > 1.41421356237309504880) {
+    m *= 0.5;
+    e += 1;
+  }
+  double s = (m - 1.0) / (m + 1.0), s2 = s * s, term = s, sum = 0.0;
+  for (int k = 0; k < 40; ++k) {
+    sum += term / (double)(2 * k + 1);
+    term *= s2;
+  }
+  return 2.0 * sum * INV_LN2 + (double)e;
+}
+static inline double ln_slow(double x) { return log2_slow(x) * LN2; }
+
+static double EXP2TAB[64];
+static double LOG2C[128], INVC[128];
+
+// 2^x for x <= 1000 (returns 0 below -1020); relative error ~1e-16.
+static inline double exp2_fast(double x) {
+  if (x < -1020.0) return 0.0;
+  double n = dfloor(x * 64.0 + 0.5);
+  int ni = (int)n;
+  int j = ni & 63;
+  int e = (ni - j) / 64;
+  double y = (x - n * (1.0 / 64.0)) * LN2;
+  double p = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0)))));
+  return EXP2TAB[j] * p * pow2i(e);
+}
+// log2(x) for normal x > 0.
+static inline double log2_fast(double x) {
+  uint64_t b;
+  std::memcpy(&b, &x, 8);
+  int e = (int)((b >> 52) & 0x7ff) - 1023;
+  int j = (int)((b >> 45) & 127);
+  uint64_t mb = (b & ((1ull << 52) - 1)) | (1023ull << 52);
+  double m;
+  std::memcpy(&m, &mb, 8);
+  double c = 1.0 + ((double)j + 0.5) * (1.0 / 128.0);
+  double r = (m - c) * INVC[j];
+  double l = r * (1.0 + r * (-0.5 + r * (1.0 / 3.0 + r * (-0.25 + r * (0.2 + r * (-1.0 / 6.0))))));
+  return (double)e + LOG2C[j] + l * INV_LN2;
+}
+
+// ln Gamma(z) for z > 0 (init only).
+static double lgamma_slow(double z) {
+  double shift = 0.0;
+  while (z < 12.0) {
+    shift += ln_slow(z);
+    z += 1.0;
+  }
+  double iz = 1.0 / z, iz2 = iz * iz;
+  double ser = iz * (1.0 / 12.0 + iz2 * (-1.0 / 360.0 + iz2 * (1.0 / 1260.0 + iz2 * (-1.0 / 1680.0 + iz2 * (1.0 / 1188.0)))));
+  return (z - 0.5) * ln_slow(z) - z + 0.91893853320467274178 + ser - shift;
+}
+
+// ------------------------------------------------------------------ CDF tables
+// Gaussian upper tail Q(z) = P(Z > z), z in [0, GZ_MAX), cubic pieces on a grid of 1/32.
+static constexpr int GZ_STEPS = 32;
+static constexpr double GZ_MAX = 9.0;
+static constexpr int GZ_N = (int)(GZ_MAX * GZ_STEPS);
+static double GTAB[4 * GZ_N];
+
+// Generalized Gaussian: g_j(v) = 0.5 * P(1/beta_j, 2^v), v in [GG_V0, GG_V1).
+static constexpr int GG_STEPS = 32;
+static constexpr double GG_V0 = -12.0, GG_V1 = 6.0;
+static constexpr int GG_N = (int)((GG_V1 - GG_V0) * GG_STEPS);
+static std::vector<double> GGTAB;  // [N_BETAS][GG_N][4]
+static double BETAS[N_BETAS], GG_C0[N_BETAS], GG_C1[N_BETAS], GG_C2[N_BETAS], GG_TMAX[N_BETAS];
+
+static double SCALES[N_SCALES], INV_SCALES[N_SCALES];
+static int64_t W_GAUSS[N_SCALES], W_LAPLACE[N_SCALES];
+
+static double erf_series(double x) {  // x >= 0, absolute error ~1e-16
+  double x2 = x * x, term = x, sum = 0.0;
+  for (int n = 0; n < 2000; ++n) {
+    sum += term;
+    term = term * 2.0 * x2 / (double)(2 * n + 3);
+    if (term < 1e-18 * sum) break;
+  }
+  double v = 1.12837916709551257390 * exp2_slow(-x2 * INV_LN2) * sum;
+  return v > 1.0 ? 1.0 : v;
+}
+// regularized lower incomplete gamma P(a, x) via the all-positive series.
+static double gammap_series(double a, double x, double lg_a1) {
+  if (x <= 0) return 0.0;
+  double term = 1.0, sum = 0.0;
+  for (int n = 1; n < 5000; ++n) {
+    sum += term;
+    term = term * x / (a + (double)n);
+    if (term < 1e-18 * sum) break;
+  }
+  double lpre = (a * ln_slow(x) - x - lg_a1) * INV_LN2;
+  double v = exp2_slow(lpre) * sum;
+  return v > 1.0 ? 1.0 : v;
+}
+
+static void hermite(double f0, double f1, double d0, double d1, double* c) {
+  c[0] = f0;
+  c[1] = d0;
+  c[2] = 3.0 * (f1 - f0) - 2.0 * d0 - d1;
+  c[3] = 2.0 * (f0 - f1) + d0 + d1;
+}
+
+static bool g_initialized = false;
+static void init_tables() {
+  if (g_initialized) return;
+  for (int j = 0; j < 64; ++j) EXP2TAB[j] = exp2_slow((double)j / 64.0);
+  for (int j = 0; j < 128; ++j) {
+    double c = 1.0 + ((double)j + 0.5) / 128.0;
+    LOG2C[j] = log2_slow(c);
+    INVC[j] = 1.0 / c;
+  }
+  // Gaussian
+  {
+    const double h = 1.0 / GZ_STEPS;
+    std::vector<double> f(GZ_N + 1), d(GZ_N + 1);
+    for (int i = 0; i <= GZ_N; ++i) {
+      double z = (double)i * h;
+      f[i] = 0.5 - 0.5 * erf_series(z * 0.70710678118654752440);
+      d[i] = -0.39894228040143267794 * exp2_slow(-0.5 * z * z * INV_LN2) * h;
+    }
+    for (int i = 0; i < GZ_N; ++i) hermite(f[i], f[i + 1], d[i], d[i + 1], &GTAB[4 * i]);
+  }
+  // scales
+  for (int i = 0; i < N_SCALES; ++i) {
+    SCALES[i] = exp2_slow((double)SCALE_LOG2_MIN + (double)i / SCALE_STEPS_PER_OCTAVE);
+    INV_SCALES[i] = 1.0 / SCALES[i];
+    W_GAUSS[i] = (int64_t)(GAUSS_TAIL * SCALES[i]) + 2;
+    W_LAPLACE[i] = (int64_t)(LAPLACE_TAIL * SCALES[i]) + 2;
+  }
+  // generalized Gaussian
+  GGTAB.assign((size_t)N_BETAS * GG_N * 4, 0.0);
+  const double lb0 = log2_slow(BETA_MIN), lb1 = log2_slow(BETA_MAX);
+  const double h = 1.0 / GG_STEPS;
+  std::vector<double> f(GG_N + 1), d(GG_N + 1);
+  for (int j = 0; j < N_BETAS; ++j) {
+    double beta = exp2_slow(lb0 + (lb1 - lb0) * (double)j / (double)(N_BETAS - 1));
+    if (j == 0) beta = BETA_MIN;
+    if (j == N_BETAS - 1) beta = BETA_MAX;
+    BETAS[j] = beta;
+    double a = 1.0 / beta;
+    double lg_a1 = lgamma_slow(a + 1.0);  // ln Gamma(a+1)
+    double lg_a = lg_a1 - ln_slow(a);      // ln Gamma(a)
+    GG_C0[j] = 0.5 * exp2_slow(-lg_a1 * INV_LN2);
+    GG_C1[j] = a / (a + 1.0);
+    GG_C2[j] = 0.5 - 1.0 / (a + 1.0) + 1.0 / ((a + 1.0) * (a + 2.0));
+    double vtail = GG_V1;
+    bool found = false;
+    for (int i = 0; i <= GG_N; ++i) {
+      double v = GG_V0 + (double)i * h;
+      double x = exp2_slow(v);
+      f[i] = 0.5 * gammap_series(a, x, lg_a1);
+      // d/dv 0.5 P(a, 2^v) = 0.5 x^a e^-x ln2 / Gamma(a)
+      d[i] = 0.5 * exp2_slow((a * v) - (x * INV_LN2) - lg_a * INV_LN2) * LN2 * h;
+      if (!found && 0.5 - f[i] < GG_TAIL_MASS) {
+        vtail = v;
+        found = true;
+      }
+    }
+    GG_TMAX[j] = exp2_slow(vtail / beta);
+    double* tab = &GGTAB[(size_t)j * GG_N * 4];
+    for (int i = 0; i < GG_N; ++i) hermite(f[i], f[i + 1], d[i], d[i + 1], &tab[4 * i]);
+  }
+  g_initialized = true;
+}
+
+// ------------------------------------------------------------------ standardized CDFs
+static inline double gauss_cdf(double z) {
+  double az = dabs(z), q;
+  if (az >= GZ_MAX) {
+    q = 0.0;
+  } else {
+    double u = az * (double)GZ_STEPS;
+    int i = (int)u;
+    double s = u - (double)i;
+    const double* c = &GTAB[4 * i];
+    q = c[0] + s * (c[1] + s * (c[2] + s * c[3]));
+  }
+  return z < 0 ? q : 1.0 - q;
+}
+static inline double laplace_cdf(double z) {
+  double az = dabs(z);
+  double q = az > 700.0 ? 0.0 : 0.5 * exp2_fast(-az * INV_LN2);
+  return z < 0 ? q : 1.0 - q;
+}
+// z = x / alpha, beta index j
+static inline double gg_cdf(double z, int j) {
+  double t = dabs(z), g;
+  if (t == 0.0) {
+    g = 0.0;
+  } else {
+    double v = BETAS[j] * log2_fast(t);
+    if (v >= GG_V1) {
+      g = 0.5;
+    } else if (v < GG_V0) {
+      double x = exp2_fast(v);
+      g = t * GG_C0[j] * (1.0 - x * (GG_C1[j] - GG_C2[j] * x));
+    } else {
+      double u = (v - GG_V0) * (double)GG_STEPS;
+      int i = (int)u;
+      if (i >= GG_N) i = GG_N - 1;
+      double s = u - (double)i;
+      const double* c = &GGTAB[((size_t)j * GG_N + i) * 4];
+      g = c[0] + s * (c[1] + s * (c[2] + s * c[3]));
+    }
+  }
+  return z < 0 ? 0.5 - g : 0.5 + g;
+}
+
+// ------------------------------------------------------------------ per-symbol models
+struct Ctx {
+  int prec;
+  uint32_t M;      // 1 << prec
+  uint32_t esc;    // M - ESC_FREQ, start of the escape slot
+  int64_t wmax;    // max support half-width
+};
+static Ctx make_ctx(int prec) {
+  Ctx c;
+  c.prec = prec;
+  c.M = 1u << prec;
+  c.esc = c.M - ESC_FREQ;
+  c.wmax = ((int64_t)c.M / 16 - 1) / 2;
+  return c;
+}
+
+struct SymBase {
+  int64_t lo, hi, mode;
+  double R;  // M - ESC_FREQ - (hi - lo + 1)
+};
+static inline int64_t mode_of(int32_t mean_code) { return ((int64_t)mean_code + 32768) >> 16; }
+static inline void finish_support(SymBase& s, int64_t lo, int64_t hi, const Ctx& c) {
+  if (s.mode - lo > c.wmax) lo = s.mode - c.wmax;
+  if (hi - s.mode > c.wmax) hi = s.mode + c.wmax;
+  s.lo = lo;
+  s.hi = hi;
+  s.R = (double)(c.esc - (uint32_t)(hi - lo + 1));
+}
+static inline uint32_t quant(double F, double R) {
+  double v = F * R;
+  if (!(v > 0.0)) return 0;
+  if (v >= R) return (uint32_t)R;
+  return (uint32_t)(int64_t)v;
+}
+
+struct GaussModel {
+  const int32_t *mean, *scale;
+  struct Sym : SymBase {
+    double mu, inv;
+  };
+  inline void setup(size_t i, Sym& s, const Ctx& c) const {
+    s.mu = (double)mean[i] * MEAN_SCALE;
+    s.mode = mode_of(mean[i]);
+    int si = scale[i];
+    s.inv = INV_SCALES[si];
+    int64_t W = W_GAUSS[si];
+    finish_support(s, s.mode - W, s.mode + W, c);
+  }
+  inline double F(const Sym& s, int64_t k) const { return gauss_cdf(((double)k - 0.5 - s.mu) * s.inv); }
+};
+struct LaplaceModel {
+  const int32_t *mean, *scale;
+  struct Sym : SymBase {
+    double mu, inv;
+  };
+  inline void setup(size_t i, Sym& s, const Ctx& c) const {
+    s.mu = (double)mean[i] * MEAN_SCALE;
+    s.mode = mode_of(mean[i]);
+    int si = scale[i];
+    s.inv = INV_SCALES[si];
+    int64_t W = W_LAPLACE[si];
+    finish_support(s, s.mode - W, s.mode + W, c);
+  }
+  inline double F(const Sym& s, int64_t k) const { return laplace_cdf(((double)k - 0.5 - s.mu) * s.inv); }
+};
+struct GGModel {
+  const int32_t *mean, *scale, *beta;
+  struct Sym : SymBase {
+    double mu, inv;
+    int bj;
+  };
+  inline void setup(size_t i, Sym& s, const Ctx& c) const {
+    s.mu = (double)mean[i] * MEAN_SCALE;
+    s.mode = mode_of(mean[i]);
+    int si = scale[i];
+    s.inv = INV_SCALES[si];
+    s.bj = beta[i];
+    double w = GG_TMAX[s.bj] * SCALES[si];
+    int64_t W = w > 1e12 ? (int64_t)1e12 : (int64_t)w + 2;
+    finish_support(s, s.mode - W, s.mode + W, c);
+  }
+  inline double F(const Sym& s, int64_t k) const { return gg_cdf(((double)k - 0.5 - s.mu) * s.inv, s.bj); }
+};
+struct GMMModel {
+  const int32_t *weight, *mean, *scale;
+  int K;
+  struct Sym : SymBase {
+    int n;
+    double w[MAX_K], mu[MAX_K], inv[MAX_K];
+    double invW;
+  };
+  inline void setup(size_t i, Sym& s, const Ctx& c) const {
+    const int32_t* wc = weight + i * K;
+    const int32_t* mc = mean + i * K;
+    const int32_t* sc = scale + i * K;
+    int64_t wsum = 0, lo = 0, hi = 0;
+    int32_t best = -1;
+    s.n = 0;
+    for (int q = 0; q < K; ++q) {
+      if (wc[q] <= 0) continue;
+      int64_t m = mode_of(mc[q]);
+      int64_t W = W_GAUSS[sc[q]];
+      if (s.n == 0) {
+        lo = m - W;
+        hi = m + W;
+      } else {
+        lo = std::min(lo, m - W);
+        hi = std::max(hi, m + W);
+      }
+      if (wc[q] > best) {
+        best = wc[q];
+        s.mode = m;
+      }
+      wsum += wc[q];
+      s.w[s.n] = (double)wc[q];
+      s.mu[s.n] = (double)mc[q] * MEAN_SCALE;
+      s.inv[s.n] = INV_SCALES[sc[q]];
+      s.n++;
+    }
+    s.invW = 1.0 / (double)wsum;
+    finish_support(s, lo, hi, c);
+  }
+  inline double F(const Sym& s, int64_t k) const {
+    double x = (double)k - 0.5, acc = 0.0;
+    for (int q = 0; q < s.n; ++q) acc += s.w[q] * gauss_cdf((x - s.mu[q]) * s.inv[q]);
+    return acc * s.invW;
+  }
+};
+
+// cumulative frequency of symbol k, lo <= k <= hi + 1
+template <class Model>
+static inline uint32_t cum(const Model& mdl, const typename Model::Sym& s, int64_t k, const Ctx& c) {
+  if (k <= s.lo) return 0;
+  if (k > s.hi) return c.esc;
+  return quant(mdl.F(s, k), s.R) + (uint32_t)(k - s.lo);
+}
+
+// ------------------------------------------------------------------ rANS primitives
+struct Enc {
+  uint64_t x = RANS_L;
+  std::vector<uint32_t> out;
+  inline void put(uint32_t start, uint32_t freq, int prec) {
+    uint64_t x_max = ((RANS_L >> prec) << 32) * freq;
+    if (x >= x_max) {
+      out.push_back((uint32_t)x);
+      x >>= 32;
+    }
+    x = ((x / freq) << prec) + (x % freq) + start;
+  }
+  inline void put_bits(uint32_t v, int nbits) { put(v, 1, nbits); }
+  // escape payload: value v (relative to the support's origin), decoded after the slot
+  inline void put_escape_payload(int64_t v) {
+    uint64_t u = v >= 0 ? (uint64_t)v * 2 : (uint64_t)(-v) * 2 - 1;
+    int nb = 0;
+    while (nb < 64 && (u >> nb) != 0) ++nb;
+    // decoder reads: nb (6 bits), then the low nb-1 bits in chunks of 16 from the lsb
+    int rem = nb > 0 ? nb - 1 : 0;
+    int nchunks = (rem + 15) / 16;
+    for (int ci = nchunks - 1; ci >= 0; --ci) {
+      int shift = ci * 16;
+      int cbits = std::min(16, rem - shift);
+      put_bits((uint32_t)((u >> shift) & ((1u << cbits) - 1)), cbits);
+    }
+    put_bits((uint32_t)nb, 6);
+  }
+  std::vector<uint32_t> finish() {
+    out.push_back((uint32_t)(x >> 32));
+    out.push_back((uint32_t)x);
+    std::reverse(out.begin(), out.end());
+    return std::move(out);
+  }
+};
+
+struct Dec {
+  uint64_t x;
+  const uint32_t* w;
+  size_t nw, pos;
+  Dec(const uint32_t* w_, size_t nw_) : w(w_), nw(nw_) {
+    if (nw < 2) throw CodingError("truncated stream (shorter than the 8-byte rANS state)");
+    x = (uint64_t)w[0] | ((uint64_t)w[1] << 32);
+    pos = 2;
+    if (x < RANS_L) throw CodingError("corrupt stream (invalid rANS state)");
+  }
+  inline void advance(uint32_t start, uint32_t freq, uint32_t cf, int prec) {
+    x = (uint64_t)freq * (x >> prec) + cf - start;
+    if (x < RANS_L) {
+      if (pos >= nw) throw CodingError("truncated or corrupt stream (read past the end)");
+      x = (x << 32) | w[pos++];
+    }
+  }
+  inline uint32_t get_bits(int nbits) {
+    uint32_t v = (uint32_t)(x & ((1ull << nbits) - 1));
+    advance(v, 1, v, nbits);
+    return v;
+  }
+  inline int64_t get_escape_payload() {
+    int nb = (int)get_bits(6);
+    if (nb > 40) throw CodingError("corrupt stream (bad escape length)");
+    if (nb == 0) return 0;
+    int rem = nb - 1;
+    uint64_t u = 0;
+    for (int shift = 0; shift < rem; shift += 16) {
+      int cbits = std::min(16, rem - shift);
+      u |= (uint64_t)get_bits(cbits) << shift;
+    }
+    u |= 1ull << rem;
+    return (u & 1) ? -(int64_t)((u + 1) / 2) : (int64_t)(u / 2);
+  }
+  void check_end() const {
+    if (x != RANS_L || pos != nw) throw CodingError("corrupt or truncated stream (final state mismatch)");
+  }
+};
+
+static inline int32_t checked_symbol(int64_t k) {
+  if (k < INT32_MIN || k > INT32_MAX) throw CodingError("corrupt stream (escaped value out of int32 range)");
+  return (int32_t)k;
+}
+
+template <class Model>
+static std::vector<uint32_t> encode_impl(const Model& mdl, const int32_t* sym, size_t n, const Ctx& c) {
+  Enc enc;
+  enc.out.reserve(n / 4 + 16);
+  typename Model::Sym s;
+  for (size_t ii = n; ii-- > 0;) {
+    mdl.setup(ii, s, c);
+    int64_t k = sym[ii];
+    if (k >= s.lo && k <= s.hi) {
+      uint32_t c0 = cum(mdl, s, k, c), c1 = cum(mdl, s, k + 1, c);
+      if (c1 > c0) {
+        enc.put(c0, c1 - c0, c.prec);
+        continue;
+      }
+    }
+    enc.put_escape_payload(k - s.lo);
+    enc.put(c.esc, ESC_FREQ, c.prec);
+  }
+  return enc.finish();
+}
+
+template <class Model>
+static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t* out, size_t n, const Ctx& c) {
+  Dec dec(w, nw);
+  typename Model::Sym s;
+  const uint32_t mask = c.M - 1;
+  for (size_t i = 0; i < n; ++i) {
+    mdl.setup(i, s, c);
+    uint32_t cf = (uint32_t)(dec.x & mask);
+    if (cf >= c.esc) {
+      dec.advance(c.esc, ESC_FREQ, cf, c.prec);
+      out[i] = checked_symbol(s.lo + dec.get_escape_payload());
+      continue;
+    }
+    // search from the mode: invariant C(a) <= cf < C(b)
+    int64_t k0 = std::min(std::max(s.mode, s.lo), s.hi);
+    uint32_t c0 = cum(mdl, s, k0, c);
+    int64_t a, b;
+    uint32_t ca, cb;
+    if (cf >= c0) {
+      a = k0;
+      ca = c0;
+      int64_t step = 1;
+      for (;;) {
+        b = k0 + step;
+        if (b > s.hi) {
+          b = s.hi + 1;
+          cb = c.esc;
+          break;
+        }
+        cb = cum(mdl, s, b, c);
+        if (cb > cf) break;
+        a = b;
+        ca = cb;
+        step <<= 1;
+      }
+    } else {
+      b = k0;
+      cb = c0;
+      int64_t step = 1;
+      for (;;) {
+        a = k0 - step;
+        if (a <= s.lo) {
+          a = s.lo;
+          ca = 0;
+          break;
+        }
+        ca = cum(mdl, s, a, c);
+        if (ca <= cf) break;
+        b = a;
+        cb = ca;
+        step <<= 1;
+      }
+    }
+    while (b - a > 1) {
+      int64_t m = a + (b - a) / 2;
+      uint32_t cm = cum(mdl, s, m, c);
+      if (cm <= cf) {
+        a = m;
+        ca = cm;
+      } else {
+        b = m;
+        cb = cm;
+      }
+    }
+    dec.advance(ca, cb - ca, cf, c.prec);
+    out[i] = (int32_t)a;
+  }
+  dec.check_end();
+}
+
+// ------------------------------------------------------------------ stream plumbing
+struct StreamIn {
+  const int32_t* sym = nullptr;  // encode: symbols; decode: output
+  int32_t* out = nullptr;
+  size_t n = 0;
+  const int32_t* p[3] = {nullptr, nullptr, nullptr};
+  int K = 1;
+  std::vector<uint32_t> words;  // encode output / decode input
+  std::string err;
+};
+
+static void validate_stream(int fam, const StreamIn& st) {
+  const size_t n = st.n;
+  auto check_scale = [&](const int32_t* sc, size_t cnt) {
+    for (size_t i = 0; i < cnt; ++i)
+      if (sc[i] < 0 || sc[i] >= N_SCALES)
+        throw CodingError("scale code out of range [0, " + std::to_string(N_SCALES) + "): " + std::to_string(sc[i]));
+  };
+  if (fam == GAUSSIAN || fam == LAPLACE) {
+    check_scale(st.p[1], n);
+  } else if (fam == GG) {
+    check_scale(st.p[1], n);
+    for (size_t i = 0; i < n; ++i)
+      if (st.p[2][i] < 0 || st.p[2][i] >= N_BETAS)
+        throw CodingError("beta code out of range [0, " + std::to_string(N_BETAS) + "): " + std::to_string(st.p[2][i]));
+  } else if (fam == GMM) {
+    if (st.K < 1 || st.K > MAX_K) throw CodingError("mixture size K must be in 1..8");
+    check_scale(st.p[2], n * st.K);
+    const int32_t* w = st.p[0];
+    for (size_t i = 0; i < n; ++i) {
+      int64_t sum = 0;
+      for (int q = 0; q < st.K; ++q) {
+        int32_t v = w[i * st.K + q];
+        if (v < 0 || v > WEIGHT_ONE) throw CodingError("weight code out of range [0, 65536]: " + std::to_string(v));
+        sum += v;
+      }
+      if (sum == 0) throw CodingError("all mixture weight codes of a symbol are zero");
+    }
+  } else {
+    throw CodingError("unknown family");
+  }
+}
+
+static void run_stream(int fam, StreamIn& st, bool encode, const Ctx& c) {
+  auto go = [&](const auto& mdl) {
+    if (encode)
+      st.words = encode_impl(mdl, st.sym, st.n, c);
+    else
+      decode_impl(mdl, st.words.data(), st.words.size(), st.out, st.n, c);
+  };
+  if (fam == GAUSSIAN || (fam == GMM && st.K == 1)) {
+    // K = 1 mixtures are exactly Gaussians (same bytes)
+    GaussModel m;
+    m.mean = fam == GMM ? st.p[1] : st.p[0];
+    m.scale = fam == GMM ? st.p[2] : st.p[1];
+    go(m);
+  } else if (fam == LAPLACE) {
+    LaplaceModel m;
+    m.mean = st.p[0];
+    m.scale = st.p[1];
+    go(m);
+  } else if (fam == GG) {
+    GGModel m;
+    m.mean = st.p[0];
+    m.scale = st.p[1];
+    m.beta = st.p[2];
+    go(m);
+  } else {
+    GMMModel m;
+    m.weight = st.p[0];
+    m.mean = st.p[1];
+    m.scale = st.p[2];
+    m.K = st.K;
+    go(m);
+  }
+}
+
+static void run_all(std::vector<StreamIn>& streams, int threads, const std::function<void(StreamIn&)>& fn) {
+  size_t ns = streams.size();
+  if (ns == 0) return;
+  unsigned hw = std::thread::hardware_concurrency();
+  if (hw == 0) hw = 1;
+  size_t nt = threads > 0 ? (size_t)threads : std::min<size_t>(ns, hw);
+  nt = std::max<size_t>(1, std::min(nt, ns));
+  auto work = [&](std::atomic<size_t>* next) {
+    for (;;) {
+      size_t i = next->fetch_add(1);
+      if (i >= ns) break;
+      try {
+        fn(streams[i]);
+      } catch (const std::exception& e) {
+        streams[i].err = e.what();
+        if (streams[i].err.empty()) streams[i].err = "coding error";
+      }
+    }
+  };
+  std::atomic<size_t> next{0};
+  if (nt == 1) {
+    work(&next);
+  } else {
+    std::vector<std::thread> pool;
+    for (size_t t = 0; t < nt; ++t) pool.emplace_back(work, &next);
+    for (auto& th : pool) th.join();
+  }
+  for (size_t i = 0; i < ns; ++i)
+    if (!streams[i].err.empty()) throw CodingError("stream " + std::to_string(i) + ": " + streams[i].err);
+}
+
+using IArr = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+static int nparams(int fam) { return fam == GAUSSIAN || fam == LAPLACE ? 2 : 3; }
+
+static Ctx checked_ctx(int prec) {
+  if (prec < 12 || prec > 28) throw CodingError("precision must be in [12, 28]");
+  return make_ctx(prec);
+}
+
+static std::vector<StreamIn> collect(int fam, const std::vector<std::vector<IArr>>& params, const std::vector<size_t>& ns,
+                                     const std::vector<int>& Ks) {
+  if (fam < 0 || fam > 3) throw CodingError("unknown family");
+  std::vector<StreamIn> streams(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    StreamIn& st = streams[i];
+    st.n = ns[i];
+    st.K = Ks[i];
+    if ((int)params[i].size() != nparams(fam)) throw CodingError("wrong number of parameter arrays");
+    for (int q = 0; q < nparams(fam); ++q) {
+      size_t expect = st.n * ((fam == GMM) ? (size_t)st.K : 1);
+      if ((size_t)params[i][q].size() != expect) throw CodingError("parameter array has the wrong size");
+      st.p[q] = params[i][q].data();
+    }
+  }
+  return streams;
+}
+
+static std::vector<uint32_t> bytes_to_words(const py::bytes& b) {
+  char* ptr;
+  Py_ssize_t len;
+  if (PyBytes_AsStringAndSize(b.ptr(), &ptr, &len) != 0) throw py::error_already_set();
+  if (len % 4 != 0) throw CodingError("corrupt stream (length is not a multiple of 4 bytes)");
+  std::vector<uint32_t> w((size_t)len / 4);
+  for (size_t i = 0; i < w.size(); ++i) {
+    const unsigned char* p = (const unsigned char*)ptr + 4 * i;
+    w[i] = (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+  }
+  return w;
+}
+static py::bytes words_to_bytes(const std::vector<uint32_t>& w) {
+  std::string s(w.size() * 4, '\0');
+  for (size_t i = 0; i < w.size(); ++i) {
+    s[4 * i] = (char)(w[i] & 255);
+    s[4 * i + 1] = (char)((w[i] >> 8) & 255);
+    s[4 * i + 2] = (char)((w[i] >> 16) & 255);
+    s[4 * i + 3] = (char)((w[i] >> 24) & 255);
+  }
+  return py::bytes(s);
+}
+
+py::list py_encode_param_le(int fam, std::vector<IArr> syms, std::vector<std::vector<IArr>> params, std::vector<int> Ks,
+                            int threads, int prec) {
+  Ctx c = checked_ctx(prec);
+  if (syms.size() != params.size() || Ks.size() != params.size()) throw CodingError("list lengths differ");
+  std::vector<size_t> ns;
+  for (auto& s : syms) ns.push_back((size_t)s.size());
+  std::vector<StreamIn> streams = collect(fam, params, ns, Ks);
+  for (size_t i = 0; i < syms.size(); ++i) streams[i].sym = syms[i].data();
+  {
+    py::gil_scoped_release rel;
+    for (auto& st : streams) validate_stream(fam, st);
+    run_all(streams, threads, [&](StreamIn& st) { run_stream(fam, st, true, c); });
+  }
+  py::list out;
+  for (auto& st : streams) out.append(words_to_bytes(st.words));
+  return out;
+}
+
+py::list py_decode_param(int fam, std::vector<py::bytes> datas, std::vector<std::vector<IArr>> params,
+                         std::vector<size_t> ns, std::vector<int> Ks, int threads, int prec) {
+  Ctx c = checked_ctx(prec);
+  if (datas.size() != params.size() || Ks.size() != params.size() || ns.size() != params.size())
+    throw CodingError("list lengths differ");
+  std::vector<StreamIn> streams = collect(fam, params, ns, Ks);
+  std::vector<IArr> outs;
+  for (size_t i = 0; i < datas.size(); ++i) {
+    streams[i].words = bytes_to_words(datas[i]);
+    outs.emplace_back(IArr((py::ssize_t)ns[i]));
+    streams[i].out = outs.back().mutable_data();
+  }
+  {
+    py::gil_scoped_release rel;
+    for (auto& st : streams) validate_stream(fam, st);
+    run_all(streams, threads, [&](StreamIn& st) { run_stream(fam, st, false, c); });
+  }
+  py::list out;
+  for (auto& o : outs) out.append(o);
+  return out;
+}
+
+// ------------------------------------------------------------------ table mode
+struct Tables {
+  const int32_t* cdfs;
+  size_t L;
+  const int32_t *lengths, *offsets;
+  size_t T;
+};
+
+static void validate_tables(const Tables& t, const int32_t* idx, size_t n, int prec) {
+  const int64_t M = 1ll << prec;
+  for (size_t j = 0; j < t.T; ++j) {
+    int32_t len = t.lengths[j];
+    if (len < 2 || (size_t)len > t.L)
+      throw CodingError("cdf_length[" + std::to_string(j) + "] = " + std::to_string(len) + " is out of [2, " +
+                        std::to_string(t.L) + "]");
+    const int32_t* cdf = t.cdfs + j * t.L;
+    if (cdf[0] != 0) throw CodingError("cdf " + std::to_string(j) + " does not start at 0");
+    if (cdf[len - 1] != M)
+      throw CodingError("cdf " + std::to_string(j) + " does not end at 2^precision = " + std::to_string(M));
+    for (int32_t v = 1; v < len; ++v)
+      if (cdf[v] < cdf[v - 1]) throw CodingError("cdf " + std::to_string(j) + " is not monotone");
+    if (cdf[len - 1] <= cdf[len - 2]) throw CodingError("cdf " + std::to_string(j) + ": escape slot has zero frequency");
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (idx[i] < 0 || (size_t)idx[i] >= t.T)
+      throw CodingError("index " + std::to_string(idx[i]) + " out of range [0, " + std::to_string(t.T) + ")");
+}
+
+static Tables make_tables(const IArr& cdfs, const IArr& lengths, const IArr& offsets) {
+  if (cdfs.ndim() != 2) throw CodingError("cdfs must be a 2-D int32 array [T, L]");
+  Tables t;
+  t.T = (size_t)cdfs.shape(0);
+  t.L = (size_t)cdfs.shape(1);
+  if ((size_t)lengths.size() != t.T || (size_t)offsets.size() != t.T)
+    throw CodingError("cdf_lengths and offsets must have one entry per cdf");
+  t.cdfs = cdfs.data();
+  t.lengths = lengths.data();
+  t.offsets = offsets.data();
+  return t;
+}
+
+py::bytes py_encode_table(IArr symbols, IArr indexes, IArr cdfs, IArr lengths, IArr offsets, int prec) {
+  Ctx c = checked_ctx(prec);
+  if (symbols.size() != indexes.size()) throw CodingError("symbols and indexes differ in size");
+  Tables t = make_tables(cdfs, lengths, offsets);
+  const int32_t* sym = symbols.data();
+  const int32_t* idx = indexes.data();
+  size_t n = (size_t)symbols.size();
+  std::vector<uint32_t> words;
+  {
+    py::gil_scoped_release rel;
+    validate_tables(t, idx, n, prec);
+    Enc enc;
+    enc.out.reserve(n / 4 + 16);
+    for (size_t ii = n; ii-- > 0;) {
+      int32_t j = idx[ii];
+      const int32_t* cdf = t.cdfs + (size_t)j * t.L;
+      int64_t maxv = t.lengths[j] - 2;
+      int64_t v = (int64_t)sym[ii] - t.offsets[j];
+      if (v >= 0 && v < maxv && cdf[v + 1] > cdf[v]) {
+        enc.put((uint32_t)cdf[v], (uint32_t)(cdf[v + 1] - cdf[v]), c.prec);
+        continue;
+      }
+      enc.put_escape_payload(v);
+      enc.put((uint32_t)cdf[maxv], (uint32_t)(cdf[maxv + 1] - cdf[maxv]), c.prec);
+    }
+    words = enc.finish();
+  }
+  return words_to_bytes(words);
+}
+
+py::array_t<int32_t> py_decode_table(py::bytes data, IArr indexes, IArr cdfs, IArr lengths, IArr offsets, int prec) {
+  Ctx c = checked_ctx(prec);
+  Tables t = make_tables(cdfs, lengths, offsets);
+  std::vector<uint32_t> w = bytes_to_words(data);
+  const int32_t* idx = indexes.data();
+  size_t n = (size_t)indexes.size();
+  IArr out((py::ssize_t)n);
+  int32_t* o = out.mutable_data();
+  std::string err;
+  {
+    py::gil_scoped_release rel;
+    try {
+      validate_tables(t, idx, n, prec);
+      Dec dec(w.data(), w.size());
+      const uint32_t mask = c.M - 1;
+      for (size_t i = 0; i < n; ++i) {
+        int32_t j = idx[i];
+        const int32_t* cdf = t.cdfs + (size_t)j * t.L;
+        int32_t maxv = t.lengths[j] - 2;
+        uint32_t cf = (uint32_t)(dec.x & mask);
+        // largest v in [0, maxv] with cdf[v] <= cf
+        int32_t a = 0, b = maxv + 1;  // cdf[a] <= cf < cdf[b]
+        while (b - a > 1) {
+          int32_t m = a + (b - a) / 2;
+          if ((uint32_t)cdf[m] <= cf)
+            a = m;
+          else
+            b = m;
+        }
+        dec.advance((uint32_t)cdf[a], (uint32_t)(cdf[a + 1] - cdf[a]), cf, c.prec);
+        int64_t v = a;
+        if (a == maxv) v = dec.get_escape_payload();
+        o[i] = checked_symbol(v + t.offsets[j]);
+      }
+      dec.check_end();
+    } catch (const std::exception& e) {
+      err = e.what();
+    }
+  }
+  if (!err.empty()) throw CodingError(err);
+  return out;
+}
+
+// ------------------------------------------------------------------ introspection helpers
+static py::array_t<double> vec_to_array(const double* p, size_t n) {
+  py::array_t<double> a((py::ssize_t)n);
+  std::memcpy(a.mutable_data(), p, n * sizeof(double));
+  return a;
+}
+
+// quantized cumulative frequencies C(k) for k = lo..hi+1 of one symbol (for tests/tools)
+py::tuple py_symbol_cdf(int fam, std::vector<IArr> params, int K, int prec) {
+  Ctx c = checked_ctx(prec);
+  std::vector<std::vector<IArr>> pl{params};
+  std::vector<StreamIn> streams = collect(fam, pl, {1}, {K});
+  validate_stream(fam, streams[0]);
+  std::vector<uint32_t> cdf;
+  int64_t lo = 0, mode = 0;
+  auto go = [&](const auto& mdl) {
+    typename std::decay_t<decltype(mdl)>::Sym s;
+    mdl.setup(0, s, c);
+    lo = s.lo;
+    mode = s.mode;
+    for (int64_t k = s.lo; k <= s.hi + 1; ++k) cdf.push_back(cum(mdl, s, k, c));
+    cdf.push_back(c.M);
+  };
+  StreamIn& st = streams[0];
+  if (fam == GAUSSIAN || (fam == GMM && K == 1)) {
+    GaussModel m;
+    m.mean = fam == GMM ? st.p[1] : st.p[0];
+    m.scale = fam == GMM ? st.p[2] : st.p[1];
+    go(m);
+  } else if (fam == LAPLACE) {
+    LaplaceModel m;
+    m.mean = st.p[0];
+    m.scale = st.p[1];
+    go(m);
+  } else if (fam == GG) {
+    GGModel m;
+    m.mean = st.p[0];
+    m.scale = st.p[1];
+    m.beta = st.p[2];
+    go(m);
+  } else {
+    GMMModel m;
+    m.weight = st.p[0];
+    m.mean = st.p[1];
+    m.scale = st.p[2];
+    m.K = K;
+    go(m);
+  }
+  py::array_t<int64_t> a((py::ssize_t)cdf.size());
+  for (size_t i = 0; i < cdf.size(); ++i) a.mutable_data()[i] = cdf[i];
+  return py::make_tuple(lo, mode, a);
+}
+
+py::array_t<double> py_std_cdf(int fam, py::array_t<double, py::array::c_style | py::array::forcecast> z, int bj) {
+  if (fam == GG && (bj < 0 || bj >= N_BETAS)) throw CodingError("beta code out of range");
+  py::array_t<double> out(z.size());
+  const double* zp = z.data();
+  double* o = out.mutable_data();
+  for (py::ssize_t i = 0; i < z.size(); ++i) {
+    if (fam == GAUSSIAN)
+      o[i] = gauss_cdf(zp[i]);
+    else if (fam == LAPLACE)
+      o[i] = laplace_cdf(zp[i]);
+    else
+      o[i] = gg_cdf(zp[i], bj);
+  }
+  return out;
+}
+
+}  // namespace nc
+
+PYBIND11_MODULE(_rans, m) {
+  using namespace nc;
+  init_tables();
+  m.doc() = "neurocodec rANS entropy coder (table and parametric modes)";
+  static py::exception<CodingError> exc(m, "CodingError", PyExc_ValueError);
+  m.attr("PRECISION") = PRECISION;
+  m.attr("MEAN_FRAC_BITS") = MEAN_FRAC_BITS;
+  m.attr("SCALE_STEPS_PER_OCTAVE") = SCALE_STEPS_PER_OCTAVE;
+  m.attr("SCALE_LOG2_MIN") = SCALE_LOG2_MIN;
+  m.attr("N_SCALES") = N_SCALES;
+  m.attr("N_BETAS") = N_BETAS;
+  m.attr("BETA_MIN") = BETA_MIN;
+  m.attr("BETA_MAX") = BETA_MAX;
+  m.attr("WEIGHT_ONE") = WEIGHT_ONE;
+  m.attr("MAX_K") = MAX_K;
+  m.attr("ESC_FREQ") = ESC_FREQ;
+  m.attr("GAUSS_TAIL") = GAUSS_TAIL;
+  m.attr("GZ_STEPS") = GZ_STEPS;
+  m.attr("GZ_MAX") = GZ_MAX;
+  m.def("scale_table", []() { return vec_to_array(SCALES, N_SCALES); });
+  m.def("inv_scale_table", []() { return vec_to_array(INV_SCALES, N_SCALES); });
+  m.def("beta_table", []() { return vec_to_array(BETAS, N_BETAS); });
+  m.def("gauss_table", []() {
+    py::array_t<double> a({(py::ssize_t)GZ_N, (py::ssize_t)4});
+    std::memcpy(a.mutable_data(), GTAB, sizeof(GTAB));
+    return a;
+  });
+  m.def("gauss_halfwidth_table", []() {
+    py::array_t<int64_t> a(N_SCALES);
+    std::memcpy(a.mutable_data(), W_GAUSS, sizeof(W_GAUSS));
+    return a;
+  });
+  m.def("encode_param", &py_encode_param_le, py::arg("family"), py::arg("symbols"), py::arg("params"), py::arg("K"),
+        py::arg("threads"), py::arg("precision"));
+  m.def("decode_param", &py_decode_param, py::arg("family"), py::arg("datas"), py::arg("params"), py::arg("sizes"),
+        py::arg("K"), py::arg("threads"), py::arg("precision"));
+  m.def("encode_table", &py_encode_table, py::arg("symbols"), py::arg("indexes"), py::arg("cdfs"),
+        py::arg("cdf_lengths"), py::arg("offsets"), py::arg("precision"));
+  m.def("decode_table", &py_decode_table, py::arg("data"), py::arg("indexes"), py::arg("cdfs"),
+        py::arg("cdf_lengths"), py::arg("offsets"), py::arg("precision"));
+  m.def("symbol_cdf", &py_symbol_cdf, py::arg("family"), py::arg("params"), py::arg("K"), py::arg("precision"));
+  m.def("std_cdf", &py_std_cdf, py::arg("family"), py::arg("z"), py::arg("beta_code") = 0);
+}
