@@ -796,7 +796,7 @@ def _groups_of(source, frames, size, group):
 
 def encode_video(source, *, bpp: float | None = None, quality: float | None = None, frames: int | None = None,
                  size=None, epochs: int | None = None, resume_dir=None, progress: bool = True,
-                 group: int | None = None, bits: int = DEFAULT_BITS, seed: int = 0,
+                 group: int | None = None, bits: int = DEFAULT_BITS, seed: int = 0, model: str | None = None,
                  _recon: list | None = None) -> bytes:
     """Fit the INR to ``source`` (any video PyAV reads, or a directory of PNGs) and return .ncf bytes.
 
@@ -807,6 +807,8 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
     ``resume_dir`` keeps finished groups and a per-epoch checkpoint there; rerunning with
     the same arguments continues where it stopped.
     """
+    if model not in (None, "default", MODEL_NAME):
+        raise NeurocodecError(f"unknown video model {model!r}; the video codec is {MODEL_NAME!r}")
     if bpp is not None and quality is not None:
         raise NeurocodecError("give either bpp or quality, not both")
     if quality is None and bpp is None:
@@ -932,7 +934,6 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
     total_steps = n_epochs * -(-n // st.batch)
     sched_step = start * -(-n // st.batch)
     steps = None
-    gen = torch.Generator().manual_seed(st.seed * 1000003 + gi)
     for ep in range(start, n_epochs):
         if ep >= warm and wcodes_flat is None:
             wcodes_flat = np.concatenate([
@@ -941,6 +942,7 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
         if wcodes_flat is not None and steps is None:
             steps = {nm: step_from_code(torch.from_numpy(c)).reshape(s)
                      for (nm, _, s), c in zip(specs, _split_codes(wcodes_flat, specs))}
+        gen = torch.Generator().manual_seed((st.seed * 1_000_003 + gi) * 100_003 + ep)
         perm = torch.randperm(n, generator=gen)
         tot, cnt = 0.0, 0
         for i in range(0, n, st.batch):

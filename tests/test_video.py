@@ -1,0 +1,258 @@
+"""INR video codec: round trips, bit-exactness, resume, frame I/O, bad files.
+
+Fast by default: synthetic 8-frame 32x32 clips and a few epochs.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codec import video
+from codec.container import NcfError, read_container, write_container
+from codec.errors import NeurocodecError
+
+ROOT = Path(__file__).resolve().parent.parent
+CARPHONE = ROOT.parent / "shared" / "data" / "video" / "carphone_176x144.mp4"
+if not CARPHONE.exists():
+    CARPHONE = Path("/work/shared/data/video/carphone_176x144.mp4")
+
+KW = dict(epochs=4, group=4, progress=False, quality=5.0)
+
+
+def _synthetic(t=8, h=32, w=32) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = []
+    for i in range(t):
+        r = 128 + 100 * np.sin((xx + 2 * i) / 5.0)
+        g = 128 + 100 * np.cos((yy - i) / 4.0)
+        b = (xx * 4 + yy * 2 + 10 * i) % 256
+        frames.append(np.stack([r, g, b], -1))
+    return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("clip")
+    p = d / "syn.mkv"
+    video.write_frames(_synthetic(), p, fps=25)
+    return p
+
+
+@pytest.fixture(scope="module")
+def encoded(clip):
+    torch.set_num_threads(1)
+    recon = []
+    data = video.encode_video(clip, _recon=recon, **KW)
+    return data, np.concatenate(recon)
+
+
+def test_roundtrip_bit_exact(encoded):
+    data, recon = encoded
+    out = video.decode_video(data)
+    assert out.shape == (8, 32, 32, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, recon)          # the decoder reproduces the encoder's reconstruction
+    assert np.array_equal(video.decode_video(data), out)  # twice: identical
+
+
+def test_decode_thread_invariant(encoded):
+    data, recon = encoded
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = video.decode_video(data)
+        torch.set_num_threads(1)
+        b = video.decode_video(data)
+    finally:
+        torch.set_num_threads(old)
+    assert np.array_equal(a, b) and np.array_equal(a, recon)
+
+
+def test_header_and_quality(encoded, clip):
+    data, _ = encoded
+    header, sections = read_container(data)
+    assert header.frames == 8 and (header.width, header.height) == (32, 32)
+    assert (header.fps_num, header.fps_den) == (25, 1)
+    assert header.model == "hnerv" and header.extra["groups"] == 2
+    names = [s.name for s in sections]
+    assert names == ["arch", "wsteps", "g0", "g1"]
+    src, _ = video.read_frames(clip)
+    out = video.decode_video(data)
+    mse = np.mean((out.astype(np.float64) - src) ** 2)
+    assert 10 * np.log10(255 ** 2 / mse) > 9  # not garbage (4 epochs only)
+    info = video.video_info(data)
+    assert info["groups"] == 2 and info["arch"]["params"] > 0
+
+
+def test_random_access(encoded):
+    data, recon = encoded
+    got = dict(video.iter_decode_video(data, groups=[1]))
+    assert list(got) == [1] and np.array_equal(got[1], recon[4:8])
+
+
+def test_truncated_and_corrupted_files(encoded):
+    data, _ = encoded
+    for n in [0, 5, 20, 60, len(data) // 2, len(data) - 1]:
+        with pytest.raises((NcfError, NeurocodecError)):
+            video.decode_video(data[:n])
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        bad = bytearray(data)
+        bad[int(rng.integers(20, len(bad)))] ^= 0x55
+        with pytest.raises((NcfError, NeurocodecError)):
+            video.decode_video(bytes(bad))
+
+
+def test_section_content_errors(encoded):
+    """Valid container, inconsistent payload: still NcfError, never a crash."""
+    data, _ = encoded
+    header, sections = read_container(data)
+    g1 = [s for s in sections if s.name == "g1"][0]
+    for payload in [g1.data[:-3], g1.data + b"\x00", b"\x7f" + g1.data[1:]]:
+        secs = [s if s.name != "g1" else type(s)("g1", payload) for s in sections]
+        with pytest.raises((NcfError, NeurocodecError)):
+            video.decode_video(write_container(header, secs))
+    secs = [s for s in sections if s.name != "g1"]
+    with pytest.raises(NcfError, match="missing"):
+        video.decode_video(write_container(header, secs))
+    arch = [s for s in sections if s.name == "arch"][0]
+    secs = [s if s.name != "arch" else type(s)("arch", arch.data[:-1] + b"\x03") for s in sections]
+    with pytest.raises(NcfError):
+        video.decode_video(write_container(header, secs))
+
+
+def test_absurd_size_refused_before_allocating(encoded):
+    data, _ = encoded
+    header, sections = read_container(data)
+    import dataclasses
+
+    big = dataclasses.replace(header, width=16000, height=16000, pad_width=16000, pad_height=16000, frames=90000)
+    with pytest.raises((NcfError, NeurocodecError)):
+        video.decode_video(write_container(big, sections))
+
+
+def test_resume_matches_uninterrupted(clip, encoded, tmp_path, monkeypatch):
+    data, _ = encoded
+    calls = {"n": 0}
+    real = video._fit_group
+
+    def dying(gi, *a, **k):
+        if gi == 1:
+            raise KeyboardInterrupt
+        return real(gi, *a, **k)
+
+    monkeypatch.setattr(video, "_fit_group", dying)
+    with pytest.raises(KeyboardInterrupt):
+        video.encode_video(clip, resume_dir=tmp_path / "r", **KW)
+    assert (tmp_path / "r" / "group_00000.bin").exists()
+    monkeypatch.setattr(video, "_fit_group", real)
+    again = video.encode_video(clip, resume_dir=tmp_path / "r", **KW)
+    assert again == data
+    with pytest.raises(NeurocodecError, match="other arguments"):
+        video.encode_video(clip, resume_dir=tmp_path / "r", **{**KW, "epochs": 5})
+
+
+def test_resume_mid_group(clip, encoded, tmp_path, monkeypatch):
+    """Killed inside group 0 after 2 epochs: the per-epoch checkpoint continues it."""
+    data, _ = encoded
+    real = video._Resume.save_ckpt
+
+    def dying(self, meta, tensors):
+        real(self, meta, tensors)
+        if meta["group"] == 0 and meta["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(video._Resume, "save_ckpt", dying)
+    with pytest.raises(KeyboardInterrupt):
+        video.encode_video(clip, resume_dir=tmp_path / "m", **KW)
+    monkeypatch.setattr(video._Resume, "save_ckpt", real)
+    assert video.encode_video(clip, resume_dir=tmp_path / "m", **KW) == data
+
+
+def test_write_read_frames(tmp_path):
+    fr = _synthetic(3, 24, 40)
+    video.write_frames(fr, tmp_path / "a.mkv", 30)
+    back, fps = video.read_frames(tmp_path / "a.mkv")
+    assert np.array_equal(back, fr) and fps == 30
+    video.write_frames(fr, tmp_path / "pngs", 30)
+    back, _ = video.read_frames(tmp_path / "pngs")
+    assert np.array_equal(back, fr)
+    video.write_frames(fr, tmp_path / "a.y4m", 30)
+    head = (tmp_path / "a.y4m").read_bytes()[:60]
+    assert head.startswith(b"YUV4MPEG2 W40 H24 F30:1")
+    assert (tmp_path / "a.y4m").stat().st_size == len(head.split(b"\n")[0]) + 1 + 3 * (6 + 24 * 40 * 3)
+    video.write_frames(fr, tmp_path / "a.mp4", 30)
+    back, _ = video.read_frames(tmp_path / "a.mp4")
+    assert back.shape == fr.shape
+    assert np.abs(back.astype(int) - fr).mean() < 12
+    with pytest.raises(NeurocodecError):
+        video.write_frames(fr, tmp_path / "a.xyz", 30)
+
+
+def test_is_video(tmp_path, clip):
+    from PIL import Image
+
+    assert video.is_video(clip)
+    if CARPHONE.exists():
+        assert video.is_video(CARPHONE)
+    Image.fromarray(_synthetic(1)[0]).save(tmp_path / "x.png")
+    Image.fromarray(_synthetic(1)[0]).save(tmp_path / "x.jpg")
+    assert not video.is_video(tmp_path / "x.png")
+    assert not video.is_video(tmp_path / "x.jpg")
+    assert not video.is_video(tmp_path / "missing.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all" * 10)
+    assert not video.is_video(tmp_path / "junk.mp4")
+
+
+def test_bad_requests(tmp_path, clip):
+    with pytest.raises(NeurocodecError):
+        video.encode_video(tmp_path / "missing.mp4", progress=False)
+    (tmp_path / "junk.mp4").write_bytes(b"garbage" * 20)
+    with pytest.raises(NeurocodecError):
+        video.encode_video(tmp_path / "junk.mp4", progress=False)
+    with pytest.raises(NeurocodecError):
+        video.encode_video(clip, quality=9, progress=False)
+    with pytest.raises(NeurocodecError):
+        video.encode_video(clip, quality=4, bpp=0.1, progress=False)
+    with pytest.raises(NeurocodecError):
+        video.encode_video(clip, size="12by3", progress=False)
+    with pytest.raises(NeurocodecError):
+        video.encode_video(clip, model="nerv-xl", progress=False)
+
+
+def test_image_file_is_not_a_video_file(encoded):
+    from codec.container import Header, MediaKind
+
+    data, _ = encoded
+    header, sections = read_container(data)
+    import dataclasses
+
+    img = dataclasses.replace(header, media=MediaKind.IMAGE, frames=1)
+    with pytest.raises(NeurocodecError):
+        video.decode_video(write_container(img, sections))
+
+
+def test_plan_arch_tracks_budget():
+    small = video.plan_arch(176, 144, 60, 0.02, 30)
+    big = video.plan_arch(176, 144, 60, 0.2, 30)
+    from models.inr import count_params
+
+    assert count_params(big.cfg) > 2 * count_params(small.cfg)
+    for w, h in [(176, 144), (320, 180), (1280, 720), (33, 17), (1, 1)]:
+        a = video.plan_arch(w, h, 10, 0.1, 30)
+        assert a.cfg.out_w >= w and a.cfg.out_h >= h
+        assert a.cfg.out_w - w <= 1024 and a.cfg.out_h - h <= 1024
+        assert video.Arch.from_bytes(a.to_bytes()) == a
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CARPHONE.exists(), reason="carphone clip not available")
+def test_carphone_small():
+    data = video.encode_video(CARPHONE, frames=8, size=(64, 48), epochs=30, group=8, progress=False, quality=6)
+    out = video.decode_video(data)
+    src, _ = video.read_frames(CARPHONE, 8, (64, 48))
+    mse = np.mean((out.astype(np.float64) - src) ** 2)
+    assert 10 * np.log10(255 ** 2 / mse) > 20
