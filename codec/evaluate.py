@@ -361,7 +361,7 @@ def _run_tasks(tasks: list[dict], fn: Callable[[dict], dict], workers: int, cach
 
     try:
         if workers <= 1:
-            _worker_init()
+            os.environ.setdefault("SVT_LOG", "1")  # leave torch's threads alone in-process
             for t in todo:
                 try:
                     accept(fn(t))
