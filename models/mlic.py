@@ -1,0 +1,432 @@
+"""MLIC++/MLICv2-style multi-reference entropy model, variable rate, pluggable likelihood.
+
+Transforms: stride-16 analysis/synthesis of strided convolutions, residual blocks and
+MetaFormer-style token-mixing blocks (channel LayerNorm + depthwise 7x7 token mixer +
+1x1 MLP, as MLICv2's meta-transformer blocks); a hyperprior (z at stride 64, compressai
+EntropyBottleneck) whose synthesis gives 2 * M "hyper" feature channels, 2 * M / S per slice.
+
+Entropy model of y: M channels split into S slices of C_s = M / S channels, coded slice by
+slice, each slice in two checkerboard passes: anchors ((row + col) even) then non-anchors.
+Contexts of slice s:
+  support_s (used by both passes and by LRP), 6 C_s channels = [hyper_s | cc_s | gc_s]:
+    hyper_s   the slice's share of the hyper features;
+    cc_s      channel context: convolutions over the earlier (LRP-corrected) slices after
+              MLICv2-style channel reweighting (per-channel gates from their global average);
+              for s = 0: a convolution over all hyper features;
+    gc_s      global inter-slice context: linear attention over the earlier slices;
+              for s = 0: hyperprior-guided global context (linear attention over the hyper
+              features);
+  non-anchor pass only, also:
+    local     local spatial context: a 5x5 convolution over the slice's decoded anchors
+              (non-anchors are zero, so it is a checkerboard context);
+    intra     global intra-slice context: linear attention whose queries (all positions)
+              and keys (anchor positions only) come from the previous slice (for s = 0 from
+              hyper_s), and whose values are the slice's decoded anchors: the similarity
+              structure of the fully known previous slice carries the anchors to the
+              non-anchor positions (MLIC++'s global spatial context), in O(HW).
+  LRP: after both passes of slice s, y_hat_s += 0.5 tanh(lrp_s([support_s | y_hat_s])).
+       The within-slice contexts (local, intra) see the uncorrected anchor values (the ones
+       the coder sends); later slices (cc, gc, intra queries/keys) and the synthesis see the
+       LRP-corrected slice. `coding_steps` returns the LRP-corrected y_hat.
+
+Variable rate as in models/hyperprior.py: per-quality gain vectors on y (quality in
+[1, levels], fractional qualities interpolate), DEFAULT_LAMBDAS.
+
+Coding protocol (the codec drives it; models never call the entropy coder)
+-------------------------------------------------------------------------
+    y = model.analysis(x, q); z = model.hyper_analysis(y)
+    z is table-coded with model.entropy_bottleneck: z_hat = round(z - median) + median
+    gen = model.coding_steps(z_hat, q)
+    step = next(gen)                       # CodingStep
+    while True:
+        ... code / decode the elements y[step.mask] with step.params ...
+        try: step = gen.send(values)       # 1-D float tensor, y_hat of those elements
+        except StopIteration as stop: y_hat = stop.value; break
+    x_hat = model.synthesis(y_hat, q)
+
+Each CodingStep names the next group of y elements (`mask`, a bool tensor of y's shape
+(B, M, H, W)) and gives the coder's float parameters for exactly those elements, each of
+shape (n,) (or (n, K) for mixtures), n = mask.sum(), in `y[mask]` order (row-major over
+batch, channel, row, column). The values sent back must be in the same order and must be
+those the decoder will reconstruct (symbol + snapped mean for residual families, the
+symbol itself otherwise): the model builds every later context from them.
+Steps, in order: for s in 0..S-1: "s{s}/anchor", "s{s}/nonanchor"; for the mvgmm family
+each pass is split per channel-in-group, "s{s}/anchor/j{j}" for j in 0..G-1 (mask: channels
+s*C_s + g*G + j of every group g), with params the univariate-GMM conditional of element j
+given the already decoded elements 0..j-1 of its group (conditionals computed inside
+`coding_steps`). The generator computes with autograd on; callers wrap it in
+torch.no_grad() / torch.inference_mode().
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck
+from compressai.models.utils import conv, deconv
+
+from models.hyperprior import DEFAULT_LAMBDAS, GainUnit
+from models.likelihoods import MultivariateGaussianMixture, make_family, univariate_of
+
+MLIC_PRESETS: dict[str, dict] = {
+    # trainable on a 2-core CPU
+    "mlic-tiny": {"N": 48, "M": 96, "slices": 4, "Nz": 48, "mixer_blocks": 1},
+    "mlic-small": {"N": 96, "M": 192, "slices": 6, "Nz": 96, "mixer_blocks": 1},
+    # the paper's dimensions (MLIC++: N=192, M=320, 10 slices)
+    "mlic++": {"N": 192, "M": 320, "slices": 10, "Nz": 192, "mixer_blocks": 2},
+}
+
+
+@dataclass
+class CodingStep:
+    """The next group of y elements to code.
+
+    name    e.g. "s3/anchor", "s3/nonanchor", "s0/anchor/j1" (mvgmm)
+    mask    bool tensor shaped like y (B, M, H, W): the elements of this step
+    params  coder parameters for exactly those elements, in y[mask] order: each (n,), or
+            (n, K) for mixtures; names as `family`'s coding_values (gaussian/laplace:
+            mean, scale; gg: mean, scale (= alpha), beta; gmm: weight, mean, scale)
+    family  name of the univariate law the coder uses for this step ("gaussian",
+            "laplace", "gg" or "gmm"; mvgmm steps are "gmm")
+    symbols_are_residuals  True: symbols are round(y - mean), values = symbol + mean;
+            False: symbols are round(y), values = symbol
+    """
+
+    name: str
+    mask: torch.Tensor
+    params: dict
+    family: str
+    symbols_are_residuals: bool
+
+
+# ----------------------------------------------------------------------------- blocks
+class ResidualBlock(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(ch, ch // 2, 1), nn.GELU(),
+            nn.Conv2d(ch // 2, ch // 2, 3, padding=1), nn.GELU(),
+            nn.Conv2d(ch // 2, ch, 1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over channels at each position (so results never depend on image size)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(ch)
+
+    def forward(self, x):
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class TokenMixerBlock(nn.Module):
+    """MetaFormer block: x + DWConv7x7(LN(x)); x + MLP(LN(x))."""
+
+    def __init__(self, ch: int, expansion: int = 2):
+        super().__init__()
+        self.norm1 = LayerNorm2d(ch)
+        self.mixer = nn.Conv2d(ch, ch, 7, padding=3, groups=ch)
+        self.norm2 = LayerNorm2d(ch)
+        self.mlp = nn.Sequential(nn.Conv2d(ch, ch * expansion, 1), nn.GELU(), nn.Conv2d(ch * expansion, ch, 1))
+
+    def forward(self, x):
+        x = x + self.mixer(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class LinearAttention(nn.Module):
+    """softmax-free attention with feature map elu + 1 (Katharopoulos et al. 2020):
+    out_i = phi(q_i)^T sum_j phi(k_j) v_j^T / phi(q_i)^T sum_j phi(k_j), O(HW) in the number
+    of positions; `key_mask` (H, W) restricts j to the masked positions."""
+
+    def __init__(self, qk_in: int, v_in: int, out: int, dim: int, heads: int = 2):
+        super().__init__()
+        self.heads, self.dim = heads, dim
+        self.q = nn.Conv2d(qk_in, dim, 1)
+        self.k = nn.Conv2d(qk_in, dim, 1)
+        self.v = nn.Conv2d(v_in, dim, 1)
+        self.o = nn.Conv2d(dim, out, 1)
+
+    def forward(self, qk_src, v_src, key_mask=None):
+        B, _, H, W = qk_src.shape
+        h, d = self.heads, self.dim // self.heads
+        q = (F.elu(self.q(qk_src)) + 1).reshape(B, h, d, H * W)
+        k = F.elu(self.k(qk_src)) + 1
+        if key_mask is not None:
+            k = k * key_mask.to(k.dtype)
+        k = k.reshape(B, h, d, H * W)
+        v = self.v(v_src).reshape(B, h, d, H * W)
+        kv = torch.einsum("bhdn,bhen->bhde", k, v)
+        num = torch.einsum("bhdn,bhde->bhen", q, kv)
+        den = torch.einsum("bhdn,bhd->bhn", q, k.sum(-1)).unsqueeze(2) + 1e-6
+        return self.o((num / den).reshape(B, h * d, H, W))
+
+    def attention_macs(self, B: int, n: int) -> int:
+        d = self.dim // self.heads
+        return 2 * B * self.heads * d * d * n + B * self.heads * d * n
+
+
+class ChannelReweight(nn.Module):
+    """MLICv2-style channel reweighting: gates in (0, 2) per channel from the global average."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        hid = max(8, ch // 4)
+        self.fc = nn.Sequential(nn.Linear(ch, hid), nn.GELU(), nn.Linear(hid, ch))
+
+    def forward(self, x):
+        return x * (2 * torch.sigmoid(self.fc(x.mean((2, 3))))[:, :, None, None])
+
+
+def _head(cin: int, cout: int) -> nn.Sequential:
+    hid = max(cout, (2 * cin) // 3)
+    return nn.Sequential(nn.Conv2d(cin, hid, 1), nn.GELU(), nn.Conv2d(hid, hid, 1), nn.GELU(),
+                         nn.Conv2d(hid, cout, 1))
+
+
+def checkerboard(h: int, w: int, device=None) -> torch.Tensor:
+    """(h, w) bool, True at the anchors: (row + col) even."""
+    r = torch.arange(h, device=device).view(-1, 1)
+    c = torch.arange(w, device=device).view(1, -1)
+    return (r + c) % 2 == 0
+
+
+# ----------------------------------------------------------------------------- model
+class MLIC(nn.Module):
+    stride = 64  # y at stride 16, z at stride 64
+
+    def __init__(self, N: int = 64, M: int = 128, slices: int = 4, Nz: int | None = None,
+                 mixer_blocks: int = 1, likelihood: str = "gaussian", K: int = 3, G: int = 2,
+                 beta_mode: str = "element", attn_dim: int | None = None, lambdas=DEFAULT_LAMBDAS):
+        super().__init__()
+        if M % slices:
+            raise ValueError(f"M={M} is not a multiple of slices={slices}")
+        self.N, self.M, self.S = N, M, slices
+        self.Cs = Cs = M // slices
+        Nz = Nz or N
+        self.lambdas = tuple(lambdas)
+        self.likelihood = likelihood
+        self.likelihood_family = make_family(likelihood, channels=M, K=K, G=G, beta_mode=beta_mode)
+        if isinstance(self.likelihood_family, MultivariateGaussianMixture) and Cs % G:
+            raise ValueError(f"slice width {Cs} is not a multiple of the mvgmm group size {G}")
+        self._step_family = univariate_of(self.likelihood_family)
+        P = self.likelihood_family.num_params(Cs)
+        attn_dim = attn_dim or max(16, Cs)
+
+        def mix(ch):
+            return [TokenMixerBlock(ch) for _ in range(mixer_blocks)]
+
+        self.g_a = nn.Sequential(
+            conv(3, N, 5, 2), ResidualBlock(N),
+            conv(N, N, 3, 2), ResidualBlock(N), *mix(N),
+            conv(N, N, 3, 2), ResidualBlock(N), *mix(N),
+            conv(N, M, 3, 2), *mix(M))
+        self.g_s = nn.Sequential(
+            *mix(M), deconv(M, N, 3, 2), ResidualBlock(N), *mix(N),
+            deconv(N, N, 3, 2), ResidualBlock(N), *mix(N),
+            deconv(N, N, 3, 2), ResidualBlock(N),
+            deconv(N, 3, 5, 2))
+        self.h_a = nn.Sequential(
+            conv(M, N, 3, 1), nn.GELU(), conv(N, N, 5, 2), nn.GELU(), conv(N, Nz, 5, 2))
+        self.h_s = nn.Sequential(
+            deconv(Nz, N, 5, 2), nn.GELU(), deconv(N, N, 5, 2), nn.GELU(),
+            conv(N, 2 * M, 3, 1))
+        self.gain = GainUnit(len(self.lambdas), M)
+        self.inverse_gain = GainUnit(len(self.lambdas), M)
+        self.entropy_bottleneck = EntropyBottleneck(Nz)
+
+        c2 = 2 * Cs
+        self.channel_ctx = nn.ModuleList()
+        self.reweight = nn.ModuleList()
+        self.inter_ctx = nn.ModuleList()
+        for s in range(slices):
+            cin = 2 * M if s == 0 else s * Cs
+            self.reweight.append(nn.Identity() if s == 0 else ChannelReweight(cin))
+            k = 1 if s == 0 else 3  # hyper features are already spatially smooth
+            self.channel_ctx.append(nn.Sequential(
+                nn.Conv2d(cin, c2, k, padding=k // 2), nn.GELU(), nn.Conv2d(c2, c2, k, padding=k // 2)))
+            self.inter_ctx.append(LinearAttention(cin, cin, c2, attn_dim))
+        self.local_ctx = nn.ModuleList(nn.Conv2d(Cs, c2, 5, padding=2) for _ in range(slices))
+        self.intra_ctx = nn.ModuleList(
+            LinearAttention(c2 if s == 0 else Cs, Cs, c2, attn_dim) for s in range(slices))
+        self.anchor_head = nn.ModuleList(_head(3 * c2, P) for _ in range(slices))
+        self.nonanchor_head = nn.ModuleList(_head(5 * c2, P) for _ in range(slices))
+        self.lrp = nn.ModuleList(_head(3 * c2 + Cs, Cs) for _ in range(slices))
+
+    # --- variable rate (as models/hyperprior.py) -------------------------------------
+    @property
+    def levels(self) -> int:
+        return len(self.lambdas)
+
+    def lambda_for(self, quality: torch.Tensor) -> torch.Tensor:
+        log_l = torch.log(torch.tensor(self.lambdas, dtype=quality.dtype))
+        q = quality.clamp(1, self.levels) - 1
+        lo = q.floor().long().clamp(max=self.levels - 1)
+        hi = (lo + 1).clamp(max=self.levels - 1)
+        t = q - lo.to(q.dtype)
+        return torch.exp(log_l[lo] * (1 - t) + log_l[hi] * t)
+
+    # --- the pieces the codec calls -------------------------------------------------
+    def analysis(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        return self.g_a(x) * self.gain(quality)
+
+    def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
+        return self.h_a(y)
+
+    def hyper_synthesis(self, z_hat: torch.Tensor) -> torch.Tensor:
+        """The 2M hyper feature channels (slice s uses channels 2*C_s*s .. 2*C_s*(s+1))."""
+        return self.h_s(z_hat)
+
+    def synthesis(self, y_hat: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        return self.g_s(y_hat * self.inverse_gain(quality))
+
+    # --- the context model, one sequential procedure for training and coding ----------
+    def _support(self, s: int, hyper: torch.Tensor, done: list) -> torch.Tensor:
+        c2 = 2 * self.Cs
+        hyper_s = hyper[:, s * c2:(s + 1) * c2]
+        src = hyper if s == 0 else self.reweight[s](torch.cat(done, 1))
+        return torch.cat([hyper_s, self.channel_ctx[s](src), self.inter_ctx[s](src, src)], 1)
+
+    def _steps(self, hyper: torch.Tensor):
+        """Yields (name, mask, params) with family params (univariate: for mvgmm the
+        conditional GMM) indexed in y[mask] order; receives the values; returns y_hat."""
+        fam = self.likelihood_family
+        mv = isinstance(fam, MultivariateGaussianMixture)
+        B, _, H, W = hyper.shape
+        M, Cs = self.M, self.Cs
+        anchor = checkerboard(H, W, hyper.device)
+        y_hat = hyper.new_zeros(B, M, H, W)
+        done: list[torch.Tensor] = []
+        for s in range(self.S):
+            ch = slice(s * Cs, (s + 1) * Cs)
+            support = self._support(s, hyper, done)
+            for kind, pos in (("anchor", anchor), ("nonanchor", ~anchor)):
+                if kind == "anchor":
+                    head_out = self.anchor_head[s](support)
+                else:
+                    cur = y_hat[:, ch] * anchor.to(y_hat.dtype)
+                    ref = hyper[:, 2 * Cs * s:2 * Cs * (s + 1)] if s == 0 else done[-1]
+                    head_out = self.nonanchor_head[s](torch.cat(
+                        [support, self.local_ctx[s](cur), self.intra_ctx[s](ref, cur, key_mask=anchor)], 1))
+                params = fam.params_from_head(head_out, channel_offset=s * Cs)
+                if not mv:
+                    sel = pos.expand(B, Cs, H, W)
+                    mask = torch.zeros(B, M, H, W, dtype=torch.bool, device=hyper.device)
+                    mask[:, ch] = sel
+                    values = yield f"s{s}/{kind}", mask, {k: v[sel] for k, v in params.items()}
+                    y_hat = y_hat.masked_scatter(mask, values.to(y_hat.dtype))
+                    continue
+                G, ng = fam.G, Cs // fam.G
+                sel = pos.expand(B, ng, H, W)
+                for j in range(G):
+                    grouped = y_hat[:, ch].reshape(B, ng, G, H, W).permute(0, 1, 3, 4, 2)
+                    cv = fam.conditional_coding_values(params, grouped[..., :j], j)
+                    mask = torch.zeros(B, M, H, W, dtype=torch.bool, device=hyper.device)
+                    cmask = torch.zeros(B, Cs, H, W, dtype=torch.bool, device=hyper.device)
+                    cmask[:, j::G] = sel
+                    mask[:, ch] = cmask
+                    values = yield f"s{s}/{kind}/j{j}", mask, {k: v[sel] for k, v in cv.items()}
+                    y_hat = y_hat.masked_scatter(mask, values.to(y_hat.dtype))
+            y_s = y_hat[:, ch]
+            done.append(y_s + 0.5 * torch.tanh(self.lrp[s](torch.cat([support, y_s], 1))))
+        return torch.cat(done, 1)
+
+    def coding_steps(self, z_hat: torch.Tensor, quality: torch.Tensor | None = None):
+        """Generator of CodingStep; send() each step's y_hat values; returns the final
+        (LRP-corrected) y_hat. `quality` is accepted for symmetry: the context model does
+        not depend on it (the gains act in analysis/synthesis)."""
+        fam = self._step_family
+        gen = self._steps(self.hyper_synthesis(z_hat))
+        try:
+            name, mask, params = next(gen)
+            while True:
+                values = yield CodingStep(name, mask, fam.coding_values(params), fam.name,
+                                          fam.symbols_are_residuals)
+                name, mask, params = gen.send(values)
+        except StopIteration as stop:
+            return stop.value
+
+    # --- training --------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
+        """Rate from additive-noise likelihoods (training) or from the rounded values
+        (eval); y_hat by straight-through rounding, built through the same steps the
+        coder follows."""
+        y = self.analysis(x, quality)
+        z = self.hyper_analysis(y)
+        z_hat, z_lik = self.entropy_bottleneck(z)
+        fam = self._step_family
+        y_lik = torch.ones_like(y)
+        gen = self._steps(self.hyper_synthesis(z_hat))
+        try:
+            name, mask, params = next(gen)
+            while True:
+                y_sel = y[mask]
+                y_q = fam.quantize(y_sel, params)
+                if self.training:
+                    y_tilde = y_sel + torch.empty_like(y_sel).uniform_(-0.5, 0.5)
+                else:
+                    y_tilde = y_q
+                y_lik = y_lik.masked_scatter(mask, fam.likelihood(y_tilde, params))
+                name, mask, params = gen.send(y_q)
+        except StopIteration as stop:
+            y_hat = stop.value
+        x_hat = self.synthesis(y_hat, quality)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def rd_loss(self, x: torch.Tensor, quality: torch.Tensor, out: dict) -> dict:
+        """Per-sample lambda * 255^2 * MSE + bpp, averaged over the batch."""
+        num_pixels = x.shape[2] * x.shape[3]
+        bits = sum(torch.log(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
+        bpp = -bits / (math.log(2) * num_pixels)
+        mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
+        lam = self.lambda_for(quality).to(x.dtype)
+        loss = (lam * 255**2 * mse + bpp).mean()
+        return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}
+
+
+def build_mlic(preset: str, likelihood: str = "gaussian", **kwargs) -> MLIC:
+    """An MLIC model from a preset name and a likelihood family."""
+    if preset not in MLIC_PRESETS:
+        raise ValueError(f"unknown MLIC preset {preset!r}; choose from {', '.join(MLIC_PRESETS)}")
+    return MLIC(**{**MLIC_PRESETS[preset], "likelihood": likelihood, **kwargs})
+
+
+def count_macs(model: nn.Module, height: int = 256, width: int = 256) -> int:
+    """Multiply-accumulates of one eval forward pass on a (1, 3, height, width) image:
+    convolutions, transposed convolutions, linear layers and the attention products
+    (normalisations, activations and the likelihoods are not counted). Per pixel:
+    divide by height * width."""
+    total = [0]
+
+    def hook(mod, inp, out):
+        if isinstance(mod, nn.ConvTranspose2d):
+            total[0] += inp[0].numel() * mod.out_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, nn.Conv2d):
+            total[0] += out.numel() * mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, nn.Linear):
+            total[0] += out.numel() * mod.in_features
+        elif isinstance(mod, LinearAttention):
+            total[0] += mod.attention_macs(out.shape[0], out.shape[2] * out.shape[3])
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, LinearAttention))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.rand(1, 3, height, width), torch.tensor([1.0]))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total[0]
