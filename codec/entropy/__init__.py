@@ -257,7 +257,7 @@ def _stream_args(family: str, codes: Dict[str, Any]):
     c = _check_codes(family, codes)
     shape = _param_shape(family, c)
     K = c["weight"].shape[-1] if family == "gmm" else 1
-    _value_checks(family, c)
+    # value ranges are checked in C++ (before any coding), raising EntropyCodingError
     return shape, [c[k].reshape(-1) for k in _KEYS[family]], K
 
 

@@ -146,9 +146,14 @@ static constexpr int GZ_STEPS = 32;
 static constexpr double GZ_MAX = 9.0;
 static constexpr int GZ_N = (int)(GZ_MAX * GZ_STEPS);
 static double GTAB[4 * GZ_N];
+// Laplace upper tail 0.5 exp(-z), z in [0, LZ_MAX), same layout.
+static constexpr int LZ_STEPS = 32;
+static constexpr double LZ_MAX = 24.0;
+static constexpr int LZ_N = (int)(LZ_MAX * LZ_STEPS);
+static double LTAB[4 * LZ_N];
 
 // Generalized Gaussian: g_j(v) = 0.5 * P(1/beta_j, 2^v), v in [GG_V0, GG_V1).
-static constexpr int GG_STEPS = 32;
+static constexpr int GG_STEPS = 16;
 static constexpr double GG_V0 = -12.0, GG_V1 = 6.0;
 static constexpr int GG_N = (int)((GG_V1 - GG_V0) * GG_STEPS);
 static std::vector<double> GGTAB;  // [N_BETAS][GG_N][4]
@@ -208,6 +213,16 @@ static void init_tables() {
     }
     for (int i = 0; i < GZ_N; ++i) hermite(f[i], f[i + 1], d[i], d[i + 1], &GTAB[4 * i]);
   }
+  // Laplace
+  {
+    const double h = 1.0 / LZ_STEPS;
+    std::vector<double> f(LZ_N + 1), d(LZ_N + 1);
+    for (int i = 0; i <= LZ_N; ++i) {
+      f[i] = 0.5 * exp2_slow(-(double)i * h * INV_LN2);
+      d[i] = -f[i] * h;
+    }
+    for (int i = 0; i < LZ_N; ++i) hermite(f[i], f[i + 1], d[i], d[i + 1], &LTAB[4 * i]);
+  }
   // scales
   for (int i = 0; i < N_SCALES; ++i) {
     SCALES[i] = exp2_slow((double)SCALE_LOG2_MIN + (double)i / SCALE_STEPS_PER_OCTAVE);
@@ -266,8 +281,16 @@ static inline double gauss_cdf(double z) {
   return z < 0 ? q : 1.0 - q;
 }
 static inline double laplace_cdf(double z) {
-  double az = dabs(z);
-  double q = az > 700.0 ? 0.0 : 0.5 * exp2_fast(-az * INV_LN2);
+  double az = dabs(z), q;
+  if (az >= LZ_MAX) {
+    q = 0.0;
+  } else {
+    double u = az * (double)LZ_STEPS;
+    int i = (int)u;
+    double s = u - (double)i;
+    const double* c = &LTAB[4 * i];
+    q = c[0] + s * (c[1] + s * (c[2] + s * c[3]));
+  }
   return z < 0 ? q : 1.0 - q;
 }
 // z = x / alpha, beta index j
@@ -331,6 +354,7 @@ static inline uint32_t quant(double F, double R) {
 
 struct GaussModel {
   const int32_t *mean, *scale;
+  inline void prefetch(size_t) const {}
   struct Sym : SymBase {
     double mu, inv;
   };
@@ -346,6 +370,7 @@ struct GaussModel {
 };
 struct LaplaceModel {
   const int32_t *mean, *scale;
+  inline void prefetch(size_t) const {}
   struct Sym : SymBase {
     double mu, inv;
   };
@@ -361,6 +386,19 @@ struct LaplaceModel {
 };
 struct GGModel {
   const int32_t *mean, *scale, *beta;
+  // the first probes of symbol i are around its mode: prefetch that part of its table
+  inline void prefetch(size_t i) const {
+    double mu = (double)mean[i] * MEAN_SCALE;
+    double t = dabs((double)mode_of(mean[i]) - 0.5 - mu) * INV_SCALES[scale[i]];
+    int bj = beta[i];
+    if (t > 0.0) {
+      double v = BETAS[bj] * log2_fast(t);
+      if (v >= GG_V0 && v < GG_V1) {
+        int ii = (int)((v - GG_V0) * (double)GG_STEPS);
+        __builtin_prefetch(&GGTAB[((size_t)bj * GG_N + ii) * 4]);
+      }
+    }
+  }
   struct Sym : SymBase {
     double mu, inv;
     int bj;
@@ -380,6 +418,7 @@ struct GGModel {
 struct GMMModel {
   const int32_t *weight, *mean, *scale;
   int K;
+  inline void prefetch(size_t) const {}
   struct Sym : SymBase {
     int n;
     double w[MAX_K], mu[MAX_K], inv[MAX_K];
@@ -403,10 +442,9 @@ struct GMMModel {
         lo = std::min(lo, m - W);
         hi = std::max(hi, m + W);
       }
-      if (wc[q] > best) {
-        best = wc[q];
-        s.mode = m;
-      }
+      bool better = wc[q] > best;
+      best = better ? wc[q] : best;
+      s.mode = better ? m : s.mode;
       wsum += wc[q];
       s.w[s.n] = (double)wc[q];
       s.mu[s.n] = (double)mc[q] * MEAN_SCALE;
@@ -514,21 +552,39 @@ static inline int32_t checked_symbol(int64_t k) {
 
 template <class Model>
 static std::vector<uint32_t> encode_impl(const Model& mdl, const int32_t* sym, size_t n, const Ctx& c) {
+  // pass 1 (independent per symbol, so loads and CDF evaluations overlap) computes the
+  // intervals of a block; pass 2 runs the rANS state chain over them in reverse.
   Enc enc;
   enc.out.reserve(n / 4 + 16);
+  constexpr size_t B = 2048;
+  uint32_t starts[B], freqs[B];
+  int64_t escv[B];
   typename Model::Sym s;
-  for (size_t ii = n; ii-- > 0;) {
-    mdl.setup(ii, s, c);
-    int64_t k = sym[ii];
-    if (k >= s.lo && k <= s.hi) {
-      uint32_t c0 = cum(mdl, s, k, c), c1 = cum(mdl, s, k + 1, c);
-      if (c1 > c0) {
-        enc.put(c0, c1 - c0, c.prec);
-        continue;
+  size_t end = n;
+  while (end > 0) {
+    size_t beg = end >= B ? end - B : 0;
+    for (size_t ii = beg; ii < end; ++ii) {
+      mdl.setup(ii, s, c);
+      int64_t k = sym[ii];
+      size_t o = ii - beg;
+      freqs[o] = 0;
+      if (k >= s.lo && k <= s.hi) {
+        uint32_t c0 = cum(mdl, s, k, c), c1 = cum(mdl, s, k + 1, c);
+        starts[o] = c0;
+        freqs[o] = c1 > c0 ? c1 - c0 : 0;
+      }
+      escv[o] = k - s.lo;
+    }
+    for (size_t ii = end; ii-- > beg;) {
+      size_t o = ii - beg;
+      if (freqs[o]) {
+        enc.put(starts[o], freqs[o], c.prec);
+      } else {
+        enc.put_escape_payload(escv[o]);
+        enc.put(c.esc, ESC_FREQ, c.prec);
       }
     }
-    enc.put_escape_payload(k - s.lo);
-    enc.put(c.esc, ESC_FREQ, c.prec);
+    end = beg;
   }
   return enc.finish();
 }
@@ -539,6 +595,7 @@ static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t*
   typename Model::Sym s;
   const uint32_t mask = c.M - 1;
   for (size_t i = 0; i < n; ++i) {
+    if (i + 1 < n) mdl.prefetch(i + 1);
     mdl.setup(i, s, c);
     uint32_t cf = (uint32_t)(dec.x & mask);
     if (cf >= c.esc) {

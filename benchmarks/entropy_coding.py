@@ -1,0 +1,321 @@
+"""Entropy coding benchmark: neurocodec's rANS coders against CompressAI and constriction.
+
+    python benchmarks/entropy_coding.py            # 1M symbols, prints a table + JSON
+    python benchmarks/entropy_coding.py --json --quick   # 200k symbols, last line is JSON
+
+Symbols are drawn like real latents: per-symbol scales from a mixture that is mostly
+small (60 % in [0.05, 0.5], 30 % in [0.5, 4], 10 % in [4, 64]), means ~ N(0, 3), and the
+symbol is round(y) with y drawn from the family's own density (so the ideal rate is the
+model's cross-entropy).  ``overhead_pct`` = 100 * (bits / ideal - 1), where ideal is the
+sum of -log2 p(k) under the continuous model with the *float* (unquantized) parameters,
+p(k) = F(k + 0.5) - F(k - 0.5).  All timings are single-threaded, best of ``--repeat``.
+
+``gmm4_tables`` is the per-symbol-table baseline: for every symbol a CDF table over its
+support is built with numpy (the same quantized CDF function as the on-the-fly coder,
+evaluated bit-exactly in numpy) and coded with our table mode.  Table building is done
+at the encoder and again at the decoder and counted in both; it runs in chunks of
+``TABLE_CHUNK`` symbols (one stream per chunk) to bound memory, and every chunk's bytes
+are checked to be identical to ``encode("gmm", chunk)``.  Because it is ~1000x slower it
+runs on the first ``--table-n`` symbols only (its row says how many); the speedup is
+computed per symbol.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from codec import entropy as E  # noqa: E402
+from codec.entropy import _rans  # noqa: E402
+
+TABLE_CHUNK = 8192
+N_CHANNELS = 192
+
+
+# ---------------------------------------------------------------- data
+def draw_scales(rng, shape):
+    u = rng.random(shape)
+    lo = np.where(u < 0.6, 0.05, np.where(u < 0.9, 0.5, 4.0))
+    hi = np.where(u < 0.6, 0.5, np.where(u < 0.9, 4.0, 64.0))
+    return np.exp(rng.uniform(np.log(lo), np.log(hi)))
+
+
+def draw(family, n, rng, K=4):
+    """Returns (float params dict, int32 symbols)."""
+    if family == "gmm":
+        w = rng.dirichlet(np.ones(K), size=n)
+        base = rng.normal(0, 3, (n, 1))
+        mean = base + rng.normal(0, 1.5, (n, K))
+        scale = draw_scales(rng, (n, K))
+        comp = (rng.random((n, 1)) > np.cumsum(w, axis=1)).sum(axis=1)
+        comp = np.minimum(comp, K - 1)
+        r = np.arange(n)
+        y = mean[r, comp] + scale[r, comp] * rng.standard_normal(n)
+        return dict(weight=w, mean=mean, scale=scale), np.rint(y).astype(np.int32)
+    mean = rng.normal(0, 3, n)
+    scale = draw_scales(rng, n)
+    if family == "gaussian":
+        y = mean + scale * rng.standard_normal(n)
+        params = dict(mean=mean, scale=scale)
+    elif family == "laplace":
+        y = mean + rng.laplace(0, 1, n) * scale
+        params = dict(mean=mean, scale=scale)
+    elif family == "gg":
+        # one shape per channel, symbols in channel-major order like a latent tensor
+        beta_c = rng.uniform(0.5, 2.5, N_CHANNELS)
+        beta = np.repeat(beta_c, -(-n // N_CHANNELS))[:n]
+        g = rng.gamma(1.0 / beta, 1.0, n) ** (1.0 / beta)
+        y = mean + scale * g * np.where(rng.random(n) < 0.5, -1.0, 1.0)
+        params = dict(mean=mean, scale=scale, beta=beta)
+    else:
+        raise ValueError(family)
+    return params, np.rint(y).astype(np.int32)
+
+
+def ideal_bits(family, params, sym):
+    """sum of -log2 p(k) under the continuous model with float parameters."""
+    from scipy import special, stats
+
+    k = sym.astype(np.float64)
+
+    def interval(cdf_upper_tail, m, s, **kw):
+        # mass of [k-0.5, k+0.5) computed from the nearer tail for accuracy
+        a = (k - 0.5 - m) / s
+        b = (k + 0.5 - m) / s
+        right = a > 0
+        p = np.where(right, cdf_upper_tail(a, **kw) - cdf_upper_tail(b, **kw),
+                     cdf_upper_tail(-b, **kw) - cdf_upper_tail(-a, **kw))
+        return p
+
+    if family == "gaussian":
+        p = interval(lambda z: special.ndtr(-z), params["mean"], params["scale"])
+    elif family == "laplace":
+        p = interval(lambda z: stats.laplace.sf(z), params["mean"], params["scale"])
+    elif family == "gg":
+        beta = params["beta"]
+        p = interval(lambda z, beta: stats.gennorm.sf(z, beta), params["mean"], params["scale"], beta=beta)
+    elif family == "gmm":
+        w = params["weight"] / params["weight"].sum(axis=1, keepdims=True)
+        p = np.zeros(len(sym))
+        for q in range(w.shape[1]):
+            m, s = params["mean"][:, q], params["scale"][:, q]
+            a = (k - 0.5 - m) / s
+            b = (k + 0.5 - m) / s
+            pq = np.where(a > 0, special.ndtr(-a) - special.ndtr(-b), special.ndtr(b) - special.ndtr(a))
+            p += w[:, q] * pq
+    return float(-np.log2(np.maximum(p, 1e-300)).sum())
+
+
+# ---------------------------------------------------------------- per-symbol tables (numpy)
+_GT = _rans.gauss_table()
+_INV = _rans.inv_scale_table()
+_WG = _rans.gauss_halfwidth_table()
+
+
+def _phi_np(z):
+    az = np.abs(z)
+    inside = az < float(_rans.GZ_MAX)
+    u = np.where(inside, az, 0.0) * float(_rans.GZ_STEPS)
+    i = u.astype(np.int64)
+    s = u - i
+    c = _GT[i]
+    q = c[..., 0] + s * (c[..., 1] + s * (c[..., 2] + s * c[..., 3]))
+    q = np.where(inside, q, 0.0)
+    return np.where(z < 0, q, 1.0 - q)
+
+
+def gmm_tables(codes, precision=E.PRECISION):
+    """Per-symbol quantized CDF tables, bit-identical to the on-the-fly GMM coder (K >= 2)."""
+    w = codes["weight"].astype(np.int64)
+    mc = codes["mean"].astype(np.int64)
+    si = codes["scale"]
+    M = 1 << precision
+    n, K = w.shape
+    mu = mc * (1.0 / 65536.0)
+    inv = _INV[si]
+    m = (mc + 32768) >> 16
+    W = _WG[si]
+    active = w > 0
+    big = np.int64(1) << 50
+    lo = np.where(active, m - W, big).min(axis=1)
+    hi = np.where(active, m + W, -big).max(axis=1)
+    mode = m[np.arange(n), np.argmax(w, axis=1)]
+    wmax = (M // 16 - 1) // 2
+    lo = np.maximum(lo, mode - wmax)
+    hi = np.minimum(hi, mode + wmax)
+    nsup = hi - lo + 1
+    R = (M - 1 - nsup).astype(np.float64)
+    L = int(nsup.max()) + 2
+    j = np.arange(L - 1)
+    kk = lo[:, None] + j[None, :]  # k = lo .. lo + L - 2
+    x = kk.astype(np.float64) - 0.5
+    acc = np.zeros(kk.shape)
+    wf = w.astype(np.float64)
+    for q in range(K):
+        t = wf[:, q:q + 1] * _phi_np((x - mu[:, q:q + 1]) * inv[:, q:q + 1])
+        acc = acc + np.where(active[:, q:q + 1], t, 0.0)
+    F = acc * (1.0 / w.sum(axis=1).astype(np.float64))[:, None]
+    v = F * R[:, None]
+    qv = np.where(v > 0, np.where(v >= R[:, None], R[:, None], np.trunc(v)), 0.0).astype(np.int64)
+    C = qv + j[None, :]
+    C[:, 0] = 0
+    C = np.where(kk == hi[:, None] + 1, M - 1, C)
+    C = np.where(kk > hi[:, None] + 1, M, C)
+    cdfs = np.concatenate([C, np.full((n, 1), M, np.int64)], axis=1).astype(np.int32)
+    return cdfs, (nsup + 2).astype(np.int32), lo.astype(np.int32)
+
+
+# ---------------------------------------------------------------- coders
+def best_time(fn, repeat):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def result(n, te, td, nbits, ideal):
+    return {
+        "n_symbols": int(n),
+        "enc_msym_s": round(n / te / 1e6, 3),
+        "dec_msym_s": round(n / td / 1e6, 3),
+        "total_s": round(te + td, 4),
+        "overhead_pct": round(100.0 * (nbits / ideal - 1.0), 4),
+        "bits_per_symbol": round(nbits / n, 5),
+    }
+
+
+def bench_ours(family, params, sym, repeat, K=None):
+    codes = E.quantize_params(family, **params)
+    te, data = best_time(lambda: E.encode(family, sym, codes), repeat)
+    td, dec = best_time(lambda: E.decode(family, data, codes), repeat)
+    assert np.array_equal(dec, sym), family
+    return result(len(sym), te, td, 8 * len(data), ideal_bits(family, params, sym))
+
+
+def bench_gmm_tables(params, sym, repeat):
+    codes = E.quantize_params("gmm", **params)
+    n = len(sym)
+    chunks = [(a, min(a + TABLE_CHUNK, n)) for a in range(0, n, TABLE_CHUNK)]
+    sub = [{k: v[a:b] for k, v in codes.items()} for a, b in chunks]
+
+    def enc():
+        out = []
+        for (a, b), c in zip(chunks, sub):
+            cdfs, lengths, offsets = gmm_tables(c)
+            out.append(E.encode_table(sym[a:b], np.arange(b - a, dtype=np.int32), cdfs, lengths, offsets,
+                                      precision=E.PRECISION))
+        return out
+
+    def dec(datas):
+        out = []
+        for d, c in zip(datas, sub):
+            cdfs, lengths, offsets = gmm_tables(c)
+            out.append(E.decode_table(d, np.arange(len(lengths), dtype=np.int32), cdfs, lengths, offsets,
+                                      precision=E.PRECISION))
+        return np.concatenate(out)
+
+    te, datas = best_time(enc, repeat)
+    td, decoded = best_time(lambda: dec(datas), repeat)
+    assert np.array_equal(decoded, sym)
+    identical = all(d == E.encode("gmm", sym[a:b], c) for d, (a, b), c in zip(datas, chunks, sub))
+    r = result(n, te, td, 8 * sum(len(d) for d in datas), ideal_bits("gmm", params, sym))
+    r["identical_bits_to_gmm4"] = bool(identical)
+    return r
+
+
+def bench_compressai(params, sym_unused, rng, repeat):
+    import torch
+    from compressai.entropy_models import GaussianConditional
+    from compressai.models.google import get_scale_table
+
+    n = len(params["mean"])
+    y = params["mean"] + params["scale"] * rng.standard_normal(n)
+    gc = GaussianConditional(None)
+    gc.update_scale_table(get_scale_table())
+    gc.update()
+    yt = torch.from_numpy(y).float().reshape(1, 1, 1, n)
+    mt = torch.from_numpy(params["mean"]).float().reshape(1, 1, 1, n)
+    st = torch.from_numpy(params["scale"]).float().reshape(1, 1, 1, n)
+    with torch.no_grad():
+        te, (strings, idx) = best_time(lambda: (lambda i: (gc.compress(yt, i, mt), i))(gc.build_indexes(st)), repeat)
+        td, yhat = best_time(lambda: gc.decompress(strings, gc.build_indexes(st), means=mt), repeat)
+    sym = np.rint(y - params["mean"].astype(np.float32).astype(np.float64)).astype(np.int64)
+    ref = torch.round(yt - mt).reshape(-1).numpy().astype(np.int64)
+    got = torch.round(yhat - mt).reshape(-1).numpy().astype(np.int64)
+    assert np.array_equal(ref, got)
+    # ideal: the continuous Gaussian of the coded residual round(y - mean)
+    ideal = ideal_bits("gaussian", dict(mean=np.zeros(n), scale=params["scale"]), ref.astype(np.int32))
+    return result(n, te, td, 8 * len(strings[0]), ideal)
+
+
+def bench_constriction(params, sym, repeat):
+    import constriction
+
+    lo, hi = int(sym.min()) - 1, int(sym.max()) + 1
+    model = constriction.stream.model.QuantizedGaussian(lo, hi)
+    means = params["mean"].astype(np.float64)
+    stds = params["scale"].astype(np.float64)
+
+    def enc():
+        coder = constriction.stream.stack.AnsCoder()
+        coder.encode_reverse(sym, model, means, stds)
+        return coder.get_compressed()
+
+    te, comp = best_time(enc, repeat)
+    td, dec = best_time(lambda: constriction.stream.stack.AnsCoder(comp).decode(model, means, stds), repeat)
+    assert np.array_equal(np.asarray(dec), sym)
+    return result(len(sym), te, td, 32 * len(comp), ideal_bits("gaussian", params, sym))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true", help="print the results as one JSON object on the last line")
+    ap.add_argument("--quick", action="store_true", help="200k symbols instead of 1M")
+    ap.add_argument("-n", type=int, default=None)
+    ap.add_argument("--table-n", type=int, default=None,
+                    help="symbols for the (slow) per-symbol-table baseline (default 16k quick, 98k full)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    n = args.n or (200_000 if args.quick else 1_000_000)
+    res = {}
+    rng = np.random.default_rng(args.seed)
+    for fam in ("gaussian", "laplace", "gg"):
+        params, sym = draw(fam, n, rng)
+        res[fam] = bench_ours(fam, params, sym, args.repeat)
+    gparams, gsym = draw("gaussian", n, np.random.default_rng(args.seed))
+    for K in (3, 4):
+        params, sym = draw("gmm", n, rng, K=K)
+        res[f"gmm{K}"] = bench_ours("gmm", params, sym, args.repeat)
+        if K == 4:
+            nt = min(n, args.table_n or (16_384 if args.quick else 98_304))
+            res["gmm4_tables"] = bench_gmm_tables({k: v[:nt] for k, v in params.items()}, sym[:nt], 1)
+    res["compressai_gaussian"] = bench_compressai(gparams, gsym, np.random.default_rng(args.seed + 1), args.repeat)
+    res["constriction_gaussian"] = bench_constriction(gparams, gsym, args.repeat)
+    r4, t4 = res["gmm4"], res["gmm4_tables"]
+    per_sym = lambda r: r["total_s"] / r["n_symbols"]  # noqa: E731
+    res["gmm4_tables"]["gmm4_speedup_end_to_end"] = round(per_sym(t4) / per_sym(r4), 1)
+
+    print(f"neurocodec entropy coding benchmark: {n} symbols, precision {E.PRECISION} bits, best of {args.repeat}")
+    print(f"{'coder':24s} {'symbols':>8s} {'enc Msym/s':>11s} {'dec Msym/s':>11s} {'total s':>9s} {'overhead %':>11s} "
+          f"{'bits/sym':>9s}")
+    for k, v in res.items():
+        print(f"{k:24s} {v['n_symbols']:8d} {v['enc_msym_s']:11.2f} {v['dec_msym_s']:11.2f} {v['total_s']:9.3f} "
+              f"{v['overhead_pct']:11.4f} {v['bits_per_symbol']:9.4f}")
+    print(f"gmm4 end-to-end speedup over per-symbol tables: {res['gmm4_tables']['gmm4_speedup_end_to_end']}x, "
+          f"identical bits: {res['gmm4_tables']['identical_bits_to_gmm4']}")
+    if args.json:
+        print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
