@@ -1,0 +1,60 @@
+"""neurocodec: learned image (and video) compression into real .ncf files.
+
+Public API (what the CLI, the GUI and users import):
+
+- ``encode_image(image, model=None, quality=4.0) -> bytes``: compress a path, file object,
+  PIL image or HxWx3 uint8 array; quality is continuous in [1, 8] (1 = smallest file).
+- ``decode_image(data) -> np.ndarray``: .ncf bytes back to an HxWx3 uint8 RGB array,
+  bit-exactly the encoder's reconstruction.
+- ``read_info(data_or_path) -> dict``: the header of an .ncf file, its sections and bpp.
+- ``list_models() -> list[dict]``: every registered preset, whether its weights are shipped.
+
+Errors: ``NcfError`` for malformed files, ``NeurocodecError`` (and its ``WeightsError``)
+for refused requests, ``EntropyCodingError`` for invalid coder input.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+# Attributes resolve lazily (PEP 562): `import codec.container` or `neurocodec --help`
+# must not pay for importing torch and the models.
+_LAZY = {
+    "encode_image": "codec.image", "decode_image": "codec.image",
+    "list_models": "codec.zoo",
+    "NcfError": "codec.container", "EntropyCodingError": "codec.entropy",
+    "NeurocodecError": "codec.errors", "WeightsError": "codec.errors",
+}
+__all__ = ["encode_image", "decode_image", "read_info", "list_models",
+           "NcfError", "NeurocodecError", "WeightsError", "EntropyCodingError"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'codec' has no attribute {name!r}")
+
+
+def read_info(data: bytes | str | Path, limits=None) -> dict:
+    """Header fields, section sizes, file size and bpp of an .ncf file (bytes or path)."""
+    from codec.container import DEFAULT_LIMITS, read_container
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        data = Path(data).read_bytes()
+    header, sections = read_container(data, limits or DEFAULT_LIMITS)
+    pixels = header.width * header.height * max(header.frames, 1)
+    return {
+        "media": header.media.name.lower(),
+        "model": header.model,
+        "weights_hash": header.weights_hash.hex(),
+        "width": header.width,
+        "height": header.height,
+        "padded": [header.pad_width, header.pad_height],
+        "frames": header.frames,
+        "color": header.color,
+        "quality": header.quality,
+        "coder": dict(header.coder),
+        "sections": {s.name: len(s.data) for s in sections},
+        "bytes": len(data),
+        "bpp": len(data) * 8 / pixels,
+    }

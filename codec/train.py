@@ -152,3 +152,35 @@ def train(run_dir: str | Path, cfg: dict, build_model, resume: bool = True,
     save()
     print(f"saved {ckpt_path} at step {step}", flush=True)
     return run_dir
+
+
+def export_weights(run_dir: str | Path, preset_name: str, weights_dir: str | Path) -> dict:
+    """Write a run's model as `<weights_dir>/<preset>.safetensors` and its manifest entry.
+
+    The entropy bottleneck's quantized CDF tables are computed here, once, and shipped in the
+    file, so encoder and decoder read identical tables instead of recomputing them in float.
+    """
+    from safetensors.torch import save_file
+
+    from codec.zoo import file_sha256, get_preset, load_state
+
+    run_dir, weights_dir = Path(run_dir), Path(weights_dir)
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    preset = get_preset(preset_name)
+    model = preset.build()
+    load_state(model, state["model"])
+    model.entropy_bottleneck.update(force=True)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    path = weights_dir / preset.weights_file
+    save_file(tensors, str(path))
+    cfg = state["config"]
+    entry = {"preset": preset_name, "file": path.name, "sha256": file_sha256(path),
+             "config": preset.config, "lambdas": list(model.lambdas),
+             "training": {"steps": state["step"], "hours": round(state["elapsed"] / 3600, 3),
+                          "data": "shared/data/train (73 photos; JPEGs downscaled >= 2x)",
+                          "settings": cfg}}
+    manifest_path = weights_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[preset_name] = {**manifest.get(preset_name, {}), **entry}
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest[preset_name]

@@ -1,0 +1,176 @@
+"""The `neurocodec` command: wires arguments to the public API, nothing more.
+
+Errors print as one line on stderr with a non-zero exit code (traceback with --debug);
+outputs are written atomically and never replace an existing file without --force.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from io import BytesIO
+
+from codec import files
+
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+def _cmd_encode(args) -> int:
+    from codec.image import encode_image
+
+    files.check_output(args.output, args.force, (args.input,))
+    source = files.read_bytes(args.input)
+    t0 = time.perf_counter()
+    data = encode_image(BytesIO(source), model=args.model, quality=args.quality)
+    seconds = time.perf_counter() - t0
+    if args.verify:
+        _verify(data, BytesIO(source), args)
+    files.write_atomic(args.output, data)
+    if args.output != files.STDIO:
+        import codec
+
+        info = codec.read_info(data)
+        print(f"{args.output}: {info['width']}x{info['height']} {info['model']} q={info['quality']:g} "
+              f"{len(data)} bytes, {info['bpp']:.4f} bpp, {seconds:.2f} s", file=sys.stderr)
+    return 0
+
+
+def _verify(data: bytes, source, args) -> None:
+    """Decode what was just written and compare with the encoder's own reconstruction."""
+    import numpy as np
+
+    from codec.errors import NeurocodecError
+    from codec.image import decode_image, reconstruct
+
+    if not np.array_equal(decode_image(data), reconstruct(source, args.model, args.quality)):
+        raise NeurocodecError("verification failed: the decoded image differs from the encoder's "
+                              "reconstruction (non-deterministic model arithmetic?); nothing written")
+
+
+def _cmd_decode(args) -> int:
+    from pathlib import Path
+
+    from codec.image import decode_image, save_image
+
+    files.check_output(args.output, args.force, (args.input,))
+    data = files.read_bytes(args.input)
+    rgb = decode_image(data)
+    fmt = "PNG" if args.output == files.STDIO else _image_format(Path(args.output).suffix)
+    files.write_atomic(args.output, save_image(rgb, fmt))
+    return 0
+
+
+def _image_format(suffix: str) -> str:
+    from PIL import Image
+
+    from codec.errors import NeurocodecError
+
+    Image.init()
+    fmt = Image.EXTENSION.get(suffix.lower())
+    if fmt is None:
+        raise NeurocodecError(f"unknown output image type {suffix!r}; use .png (lossless), .bmp, .tif, .ppm, ...")
+    return fmt
+
+
+def _cmd_info(args) -> int:
+    import codec
+
+    info = codec.read_info(files.read_bytes(args.input))
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for key, value in info.items():
+            print(f"{key:13s} {value}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from codec.zoo import list_models
+
+    models = list_models()
+    if args.json:
+        print(json.dumps(models, indent=1))
+        return 0
+    print(f"{'name':20s} {'kind':6s} {'likelihood':10s} {'weights':8s} description")
+    for m in models:
+        mark = "yes" if m["weights_shipped"] else "no"
+        name = m["name"] + (" *" if m["default"] else "")
+        print(f"{name:20s} {m['kind']:6s} {m['likelihood']:10s} {mark:8s} {m['description']}")
+    print("* default model", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurocodec",
+        description="Learned image compression into real .ncf files, and back.",
+        epilog="Examples:\n  neurocodec encode photo.png -o photo.ncf --quality 4\n"
+               "  neurocodec decode photo.ncf -o photo.png\n  neurocodec info photo.ncf",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"neurocodec {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("encode", help="compress an image into an .ncf file")
+    p.add_argument("input", help="image file (PNG, JPEG, WebP, TIFF, ...) or - for stdin")
+    p.add_argument("-o", "--output", required=True, help=".ncf file to write, or - for stdout")
+    p.add_argument("--model", default=None, help="model preset (see `neurocodec models`; default: the shipped default)")
+    p.add_argument("--quality", type=float, default=4.0,
+                   help="1 (smallest file) to 8 (best quality), fractions allowed (default 4)")
+    p.add_argument("--verify", action="store_true", help="decode the result and fail if it differs from the encoder's reconstruction")
+    p.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("decode", help="decode an .ncf file to an image")
+    p.add_argument("input", help=".ncf file or - for stdin")
+    p.add_argument("-o", "--output", required=True, help="image to write; the type follows the extension (.png recommended), - writes PNG to stdout")
+    p.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_decode)
+
+    p = sub.add_parser("info", help="show the header of an .ncf file")
+    p.add_argument("input", help=".ncf file or - for stdin")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("models", help="list the model presets and whether weights are shipped")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_models)
+
+    try:
+        from codec.evaluate import register_cli
+    except ImportError:
+        pass
+    else:
+        register_cli(sub)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("neurocodec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("neurocodec: interrupted; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # every error becomes one line unless --debug
+        if args.debug:
+            raise
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"neurocodec: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

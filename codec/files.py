@@ -1,0 +1,66 @@
+"""File I/O the commands share: `-` for stdin/stdout, atomic writes, never clobbering the input."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from codec.errors import NeurocodecError
+
+STDIO = "-"
+
+
+def read_bytes(path: str, max_bytes: int = 2**34) -> bytes:
+    if path == STDIO:
+        return sys.stdin.buffer.read()
+    try:
+        size = os.path.getsize(path)
+        if size > max_bytes:
+            raise NeurocodecError(f"{path} is {size} bytes, above the limit of {max_bytes}")
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise NeurocodecError(f"input not found: {path}") from None
+    except IsADirectoryError:
+        raise NeurocodecError(f"input is a directory: {path}") from None
+    except PermissionError:
+        raise NeurocodecError(f"permission denied reading {path}") from None
+
+
+def check_output(path: str, force: bool, inputs: tuple[str, ...] = ()) -> None:
+    """Refuse before any work: an existing output without --force, or an output that is an input."""
+    if path == STDIO:
+        return
+    out = Path(path)
+    for inp in inputs:
+        if inp != STDIO and out.exists() and Path(inp).exists() and os.path.samefile(inp, out):
+            raise NeurocodecError(f"output {path} is the input file; refusing to overwrite it")
+    if out.is_dir():
+        raise NeurocodecError(f"output {path} is a directory")
+    if out.exists() and not force:
+        raise NeurocodecError(f"output {path} exists; use --force to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise NeurocodecError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise NeurocodecError(f"output folder {parent} is not writable")
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write to a temporary file beside the target, then rename: never a half-written output."""
+    if path == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,79 @@
+"""The `neurocodec` command: files on disk, one-line errors, atomic and non-clobbering output."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from codec.cli import main
+
+
+@pytest.fixture(scope="module")
+def small_png(tmp_path_factory, example_image):
+    path = tmp_path_factory.mktemp("img") / "small.png"
+    Image.open(example_image).crop((100, 100, 180, 164)).save(path)
+    return path
+
+
+def test_encode_decode_info_models(tmp_path, small_png, capsys):
+    ncf, png = tmp_path / "a.ncf", tmp_path / "a.png"
+    assert main(["encode", str(small_png), "-o", str(ncf), "--quality", "5", "--verify"]) == 0
+    assert main(["decode", str(ncf), "-o", str(png)]) == 0
+    assert Image.open(png).size == (80, 64)
+    capsys.readouterr()
+    assert main(["info", str(ncf), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bytes"] == ncf.stat().st_size and info["quality"] == 5.0
+    assert main(["models", "--json"]) == 0
+    models = json.loads(capsys.readouterr().out)
+    assert any(m["weights_shipped"] and m["default"] for m in models)
+    assert {"name", "kind", "likelihood", "weights_shipped"} <= set(models[0])
+
+
+def test_existing_output_needs_force_and_input_is_never_overwritten(tmp_path, small_png, capsys):
+    ncf = tmp_path / "a.ncf"
+    ncf.write_bytes(b"keep me")
+    assert main(["encode", str(small_png), "-o", str(ncf)]) == 1
+    assert ncf.read_bytes() == b"keep me"
+    assert "--force" in capsys.readouterr().err
+    assert main(["encode", str(small_png), "-o", str(ncf), "--force"]) == 0
+    assert ncf.read_bytes()[:3] != b"kee"
+    assert main(["decode", str(ncf), "-o", str(ncf), "--force"]) == 1
+    assert "input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "foreign", "missing"])
+def test_bad_files_give_one_line_error_and_no_output(tmp_path, small_png, capsys, damage):
+    ncf, out = tmp_path / "a.ncf", tmp_path / "out.png"
+    assert main(["encode", str(small_png), "-o", str(ncf)]) == 0
+    if damage == "truncate":
+        ncf.write_bytes(ncf.read_bytes()[:-7])
+    elif damage == "foreign":
+        ncf.write_bytes(small_png.read_bytes())
+    else:
+        ncf.unlink()
+    capsys.readouterr()
+    assert main(["decode", str(ncf), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("neurocodec: error:") and err.count("\n") == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == ([ncf] if ncf.exists() else [])
+
+
+def test_unwritable_output_folder(small_png, tmp_path, capsys):
+    assert main(["encode", str(small_png), "-o", str(tmp_path / "no" / "such" / "dir.ncf")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_stdin_stdout_through_the_console_script(small_png):
+    run = [sys.executable, "-m", "codec.cli"]
+    enc = subprocess.run(run + ["encode", "-", "-o", "-", "--quality", "2"], input=small_png.read_bytes(),
+                         capture_output=True, check=True)
+    dec = subprocess.run(run + ["decode", "-", "-o", "-"], input=enc.stdout, capture_output=True, check=True)
+    img = np.asarray(Image.open(__import__("io").BytesIO(dec.stdout)))
+    assert img.shape == (64, 80, 3)
+    bad = subprocess.run(run + ["decode", "-", "-o", "-"], input=b"garbage", capture_output=True)
+    assert bad.returncode == 1 and b"Traceback" not in bad.stderr and bad.stdout == b""

@@ -1,0 +1,136 @@
+"""The image path end to end with the shipped weights: exactness, determinism, input policy."""
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import codec
+from codec.container import NcfError, read_container, write_container
+from codec.errors import NeurocodecError, WeightsError
+from codec.image import decode_image, encode_image, load_rgb, reconstruct
+
+
+def _png(im: Image.Image, **kw) -> io.BytesIO:
+    buf = io.BytesIO()
+    im.save(buf, format=kw.pop("format", "PNG"), **kw)
+    buf.seek(0)
+    return buf
+
+
+@pytest.fixture(scope="module")
+def photo(example_image) -> np.ndarray:
+    """A 96x128 crop of the bundled Kodak example: small enough to be fast, real content."""
+    return np.asarray(Image.open(example_image).convert("RGB"))[200:296, 300:428].copy()
+
+
+def test_decode_equals_model_reconstruction(photo):
+    data = encode_image(photo, quality=4)
+    assert np.array_equal(decode_image(data), reconstruct(photo, quality=4))
+
+
+def test_decode_is_deterministic_across_runs_and_thread_counts(photo):
+    data = encode_image(photo, quality=6.5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = decode_image(data)
+        torch.set_num_threads(2)
+        two = decode_image(data)
+        again = decode_image(data)
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(one, two) and np.array_equal(two, again)
+
+
+def test_quality_trades_rate_for_distortion(photo):
+    sizes, errors = [], []
+    for q in (1, 4, 8):
+        data = encode_image(photo, quality=q)
+        sizes.append(len(data))
+        errors.append(np.mean((decode_image(data).astype(float) - photo) ** 2))
+    assert sizes[0] < sizes[1] < sizes[2]
+    assert errors[0] > errors[1] > errors[2]
+    psnr_q8 = 10 * np.log10(255**2 / errors[2])
+    assert psnr_q8 > 30, f"a trained model reaches > 30 dB at the top quality, got {psnr_q8:.2f}"
+
+
+def test_bpp_is_the_real_file_size(photo):
+    data = encode_image(photo, quality=3)
+    info = codec.read_info(data)
+    assert info["bytes"] == len(data)
+    assert info["bpp"] == pytest.approx(len(data) * 8 / (photo.shape[0] * photo.shape[1]))
+    assert (info["width"], info["height"], info["media"]) == (128, 96, "image")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 37), (37, 1), (65, 3), (63, 129)])
+def test_any_size_round_trips(shape):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=shape + (3,), dtype=np.uint8)
+    out = decode_image(encode_image(img, quality=2))
+    assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_input_modes_follow_the_documented_policy():
+    rgb = np.array([[[10, 200, 30], [250, 0, 128]]], dtype=np.uint8)
+    assert np.array_equal(load_rgb(_png(Image.fromarray(rgb))), rgb)
+    gray = np.array([[0, 77, 255]], dtype=np.uint8)
+    assert np.array_equal(load_rgb(_png(Image.fromarray(gray, "L"))), np.repeat(gray[..., None], 3, 2))
+    g16 = Image.fromarray(np.array([[0, 257 * 100, 65535]], dtype=np.uint16))
+    assert g16.mode.startswith("I;16")
+    assert load_rgb(_png(g16))[0, :, 0].tolist() == [0, 100, 255]
+    rgba = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
+    rgba.putpixel((1, 0), (10, 20, 30, 255))
+    assert load_rgb(_png(rgba)).tolist() == [[[255, 255, 255], [10, 20, 30]]]  # transparent -> white
+    pal = Image.fromarray(rgb).convert("P")
+    assert load_rgb(_png(pal)).shape == (1, 2, 3)
+    cmyk = Image.new("CMYK", (3, 2), (0, 255, 255, 0))  # pure red in CMYK
+    assert load_rgb(_png(cmyk, format="JPEG"))[0, 0, 0] > 200
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (4, 2), (0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buf = _png(img, format="JPEG", exif=exif.tobytes())
+    assert load_rgb(buf).shape == (4, 2, 3)
+
+
+def test_bad_inputs_are_refused_clearly(tmp_path):
+    frames = [Image.new("RGB", (4, 4), c) for c in ("red", "blue")]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    gif.seek(0)
+    with pytest.raises(NeurocodecError, match="animated"):
+        load_rgb(gif)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(NeurocodecError, match="not an image"):
+        encode_image(tmp_path / "notes.txt")
+    with pytest.raises(NeurocodecError, match="not found"):
+        encode_image(tmp_path / "missing.png")
+    with pytest.raises(NeurocodecError, match="quality"):
+        encode_image(np.zeros((8, 8, 3), np.uint8), quality=9)
+    with pytest.raises(NeurocodecError, match="unknown model"):
+        encode_image(np.zeros((8, 8, 3), np.uint8), model="nope")
+
+
+def test_corrupt_and_truncated_files_raise_ncf_error(photo):
+    data = encode_image(photo, quality=2)
+    for cut in (0, 5, len(data) // 2, len(data) - 1):
+        with pytest.raises(NcfError):
+            decode_image(data[:cut])
+    flipped = bytearray(data)
+    flipped[len(data) - 10] ^= 0x40
+    with pytest.raises(NcfError):
+        decode_image(bytes(flipped))
+
+
+def test_file_made_with_other_weights_is_refused(photo):
+    header, sections = read_container(encode_image(photo, quality=2))
+    forged = write_container(dataclasses.replace(header, weights_hash=bytes(8)), sections)
+    with pytest.raises(WeightsError, match="weights"):
+        decode_image(forged)
