@@ -129,8 +129,9 @@ def gg_bin_mass(v: torch.Tensor, scale: torch.Tensor, beta: torch.Tensor) -> tor
     lo = (w - 0.5).abs()  # |lower edge| >= 0.5
     hi = w + 0.5  # upper edge, may be positive when |v| < 0.5
     q_lo = gammainc_q(a, (lo / scale).pow(beta))
-    # F(hi): lower tail 0.5 Q for hi < 0, 1 - 0.5 Q for hi >= 0
-    q_hi = gammainc_q(a, (hi.abs() / scale).pow(beta))
+    # F(hi): lower tail 0.5 Q for hi < 0, 1 - 0.5 Q for hi >= 0. The clamp keeps the
+    # gradient of t^beta finite (0 instead of 0 * inf) when |v| is exactly 0.5.
+    q_hi = gammainc_q(a, (hi.abs() / scale).clamp_min(1e-30).pow(beta))
     f_hi = torch.where(hi < 0, 0.5 * q_hi, 1.0 - 0.5 * q_hi)
     return f_hi - 0.5 * q_lo
 
