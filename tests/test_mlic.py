@@ -28,9 +28,15 @@ def _fake_decode(step: CodingStep, symbols: torch.Tensor):
     return symbols + step.params["mean"] if step.symbols_are_residuals else symbols
 
 
-@pytest.mark.parametrize("likelihood", FAMILIES)
+@pytest.mark.parametrize("likelihood", FAMILIES + ("gg-channel",))
 def test_coding_protocol_encoder_decoder_and_direct_pass_agree(likelihood):
-    m = _model(likelihood)
+    if likelihood == "gg-channel":  # per-channel learned betas, offset per slice
+        m = _model("gg", beta_mode="channel")
+        with torch.no_grad():
+            m.likelihood_family.beta_raw.copy_(torch.linspace(-2, 2, 8))
+        likelihood = "gg"
+    else:
+        m = _model(likelihood)
     q = torch.tensor([3.5])
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
