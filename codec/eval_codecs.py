@@ -244,6 +244,13 @@ def _neurocodec(model: str) -> ImageCodec:
     for key in ("weights_sha256", "sha256", "hash", "preset"):
         if key in m:
             fixed[key] = m[key]
+    if "weights_sha256" not in fixed:
+        try:
+            from codec import zoo
+
+            fixed["weights_sha256"] = zoo.weights_sha256(model)
+        except Exception:
+            pass
     return ImageCodec(
         name=f"neurocodec:{model}",
         description=f"neurocodec {model} ({m.get('likelihood', '?')} likelihood), quality "
@@ -436,35 +443,61 @@ def _pyav_codec(name: str, threads: int = 1) -> VideoCodec:
     )
 
 
-def _neurocodec_video(model: str | None) -> VideoCodec:
+def _neurocodec_video(model: str | None, epochs: int | None = None) -> VideoCodec:
     try:
         import codec
     except Exception as exc:  # pragma: no cover
         raise CodecUnavailable(f"neurocodec video: cannot import codec: {exc}") from exc
-    if not hasattr(codec, "encode_video") or not hasattr(codec, "decode_video"):
-        raise CodecUnavailable("neurocodec video: codec.encode_video/decode_video do not exist "
-                               "yet in this version (the INR video codec has not landed)")
+    try:
+        encode_video = codec.encode_video
+        decode_video = codec.decode_video
+    except AttributeError:
+        try:  # the pipeline exists but the public API does not re-export it yet
+            from codec.video import decode_video, encode_video
+        except Exception as exc:
+            raise CodecUnavailable("neurocodec video: codec.encode_video/decode_video do not exist "
+                                   "yet in this version (the INR video codec has not landed)"
+                                   ) from exc
 
     def enc(frames, quality, *, fps, source):
-        kwargs: dict[str, Any] = {"quality": float(quality)}
+        # Give the codec exactly the frames the other codecs get (decoded, resized): write
+        # them as lossless PNGs into a temporary directory, which encode_video accepts.
+        import tempfile
+
+        from PIL import Image
+
+        kwargs: dict[str, Any] = {"quality": float(quality), "progress": False}
         if model:
             kwargs["model"] = model
-        if source.get("frames") is not None:
-            kwargs["frames"] = source["frames"]
-        if source.get("size") is not None:
-            kwargs["size"] = source["size"]
-        return codec.encode_video(source["path"], **kwargs)
+        if epochs is not None:
+            kwargs["epochs"] = int(epochs)
+        with tempfile.TemporaryDirectory(prefix="neurocodec-eval-") as tmp:
+            for i, fr in enumerate(frames):
+                Image.fromarray(fr).save(f"{tmp}/frame_{i:06d}.png", compress_level=1)
+            try:
+                return encode_video(tmp, **kwargs)
+            except TypeError:  # an older signature without progress=
+                kwargs.pop("progress", None)
+                return encode_video(tmp, **kwargs)
 
     def dec(data):
-        return np.stack([np.asarray(f) for f in codec.decode_video(data)])
+        return np.stack([np.asarray(f) for f in decode_video(data)])
 
+    try:
+        from importlib.metadata import version as _v
+
+        version = _v("neurocodec")
+    except Exception:
+        version = "?"
+    fixed = {"model": model or "default", "epochs": epochs if epochs is not None else "default"}
     return VideoCodec(
         name=f"neurocodec:{model}" if model else "neurocodec",
-        description="neurocodec INR video codec" + (f" ({model})" if model else ""),
+        description="neurocodec INR video codec" + (f" ({model})" if model else "")
+        + (f", {epochs} epochs" if epochs else ""),
         default_settings=[2.0, 4.0, 6.0, 8.0],
         setting_name="quality",
-        fixed={"model": model or "default"},
-        library={"neurocodec": str(getattr(codec, "__version__", "?"))},
+        fixed=fixed,
+        library={"neurocodec": str(version)},
         _encode=enc,
         _decode=dec,
         higher_is_better=True,
@@ -476,26 +509,28 @@ VIDEO_CODECS = ("x264", "x265", "svtav1", "neurocodec")
 
 
 @functools.lru_cache(maxsize=None)
-def video_codec(name: str, threads: int = 1) -> VideoCodec:
+def video_codec(name: str, threads: int = 1, epochs: int | None = None) -> VideoCodec:
+    """``threads``: encoder threads of the PyAV codecs; ``epochs``: neurocodec training."""
     key = name.lower()
     if key in _PYAV:
         return _pyav_codec(key, threads)
     if key == "neurocodec":
-        return _neurocodec_video(None)
+        return _neurocodec_video(None, epochs)
     if key.startswith("neurocodec:"):
-        return _neurocodec_video(name.split(":", 1)[1])
+        return _neurocodec_video(name.split(":", 1)[1], epochs)
     raise CodecUnavailable(f"unknown video codec {name!r}; known: {', '.join(VIDEO_CODECS)}")
 
 
 def expand_video_codecs(names: Sequence[str], threads: int = 1,
-                        log: Callable[[str], None] = print) -> list[str]:
+                        log: Callable[[str], None] = print,
+                        epochs: int | None = None) -> list[str]:
     out: list[str] = []
     for raw in names:
         name = raw.strip()
         if not name:
             continue
         try:
-            out.append(video_codec(name, threads).name)
+            out.append(video_codec(name, threads, epochs).name)
         except CodecUnavailable as exc:
             log(f"skipping {exc}")
     seen: set[str] = set()

@@ -447,6 +447,7 @@ def _aggregate(rows: list[dict], infos: dict[str, dict], settings: dict[str, lis
         metrics = ["bpp", "psnr-rgb", "ms-ssim", *extra_metrics, "encoding_time",
                    "decoding_time"]
         results = {m: [p[m] for p in points] for m in metrics}
+        results["ms-ssim-rgb"] = list(results["ms-ssim"])  # the key CompressAI's plot reads
         results["ms-ssim-db"] = [_msssim_db(p["ms-ssim"]) for p in points]
         entries.append({
             "name": name,
@@ -687,6 +688,21 @@ def _write_csv(path: str | os.PathLike, rows: list[dict], columns: Sequence[str]
             w.writerow(out)
 
 
+def write_compressai_files(result: dict, directory: str | os.PathLike) -> list[Path]:
+    """One CompressAI results file per codec (``{"name", "description", "results"}``),
+    e.g. for ``python -m compressai.utils.plot --results-file DIR/*.json``."""
+    d = Path(directory)
+    out = []
+    for e in result.get("codecs", []):
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in e["name"])
+        path = d / f"{safe}.json"
+        _write_json(path, {"name": e["name"], "description": e["description"],
+                           "results": e["results"], "settings": e["settings"],
+                           "library": e["library"]})
+        out.append(path)
+    return out
+
+
 def _default_cache_path(out: str | os.PathLike | None) -> Path | None:
     if not out:
         return None
@@ -695,7 +711,7 @@ def _default_cache_path(out: str | os.PathLike | None) -> Path | None:
 
 
 def _finish(result: dict, entries: list[dict], *, anchor: str | None, references: dict,
-            out, plot, title: str, log) -> dict:
+            out, plot, title: str, log, compressai_dir=None) -> dict:
     anchor_name = anchor
     if anchor_name is None and entries:
         anchor_name = entries[0]["name"]
@@ -709,6 +725,9 @@ def _finish(result: dict, entries: list[dict], *, anchor: str | None, references
     if out:
         _write_json(out, result)
         log(f"wrote {out}")
+    if compressai_dir:
+        files = write_compressai_files(result, compressai_dir)
+        log(f"wrote {len(files)} CompressAI results files to {compressai_dir}")
     if plot and entries:
         plot_rd(entries, plot, title=title, references=references.get("curves"))
         log(f"wrote {plot}")
@@ -742,6 +761,7 @@ def evaluate_images(path: str | os.PathLike, codecs: Sequence[str], *,
                     dataset: str | None = None,
                     limit: int | None = None,
                     command: str | None = None,
+                    compressai_dir: str | os.PathLike | None = None,
                     log: Callable[[str], None] | None = None) -> dict:
     """Run the image RD sweep and return the results dict (also written to ``out``).
 
@@ -804,7 +824,8 @@ def evaluate_images(path: str | os.PathLike, codecs: Sequence[str], *,
                                     "decoding_time", "image_sha256", "settings"])
         log(f"wrote {csv_path}")
     return _finish(result, entries, anchor=anchor, references=references, out=out, plot=plot,
-                   title=f"{ds}: rate-distortion", log=log)
+                   title=f"{ds}: rate-distortion", log=log,
+                   compressai_dir=compressai_dir)
 
 
 # --------------------------------------------------------------------------- video
@@ -845,7 +866,7 @@ def _video_task(task: dict) -> dict:
 
     from codec.eval_codecs import video_codec
 
-    c = video_codec(task["codec"], task["threads"])
+    c = video_codec(task["codec"], task["threads"], task.get("epochs"))
     src, fps = read_video(task["path"], task["frames"], task["size"])
     n, h, w = src.shape[:3]
     t0 = time.perf_counter()
@@ -882,9 +903,11 @@ def evaluate_video(path: str | os.PathLike, codecs: Sequence[str], *,
                    anchor: str | None = None,
                    workers: int = 1,
                    threads: int = 1,
+                   epochs: int | None = None,
                    reference: str | os.PathLike | None = None,
                    cache: str | os.PathLike | None | bool = True,
                    command: str | None = None,
+                   compressai_dir: str | os.PathLike | None = None,
                    log: Callable[[str], None] | None = None) -> dict:
     """Run the video RD sweep (one process-pool task per codec setting)."""
     from codec.eval_codecs import environment, expand_video_codecs, video_codec
@@ -893,27 +916,27 @@ def evaluate_video(path: str | os.PathLike, codecs: Sequence[str], *,
     os.environ.setdefault("SVT_LOG", "1")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    names = expand_video_codecs(codecs, threads, log=log)
+    names = expand_video_codecs(codecs, threads, log=log, epochs=epochs)
     if not names:
         raise ValueError("no usable video codec among: " + ", ".join(codecs))
     src, fps = read_video(path, frames, size)
     n, h, w = src.shape[:3]
     q = qualities or {}
-    infos = {m: video_codec(m, threads).info() for m in names}
-    settings = {m: [video_codec(m, threads).normalize(s) for s in
-                    _settings_for(m, video_codec(m, threads).default_settings, q)]
+    infos = {m: video_codec(m, threads, epochs).info() for m in names}
+    settings = {m: [video_codec(m, threads, epochs).normalize(s) for s in
+                    _settings_for(m, video_codec(m, threads, epochs).default_settings, q)]
                 for m in names}
     vhash = _file_sha256(path)
     rc = ResultCache(_default_cache_path(out) if cache is True else (cache or None))
     tasks = []
     for m in names:
-        c = video_codec(m, threads)
+        c = video_codec(m, threads, epochs)
         for s in settings[m]:
             st = c.settings(s)
             key = ResultCache.key(kind="video", codec=m, settings=st, library=c.library,
                                   input=vhash, frames=frames, size=size)
             tasks.append({"codec": m, "setting": s, "path": str(path), "frames": frames,
-                          "size": size, "threads": threads, "meta": {
+                          "size": size, "threads": threads, "epochs": epochs, "meta": {
                               "key": key, "codec": m, "setting": s, "settings": st,
                               "video": Path(path).name, "video_sha256": vhash}})
     log(f"{Path(path).name}: {n} frames {w}x{h} @ {fps:g} fps, "
@@ -942,7 +965,8 @@ def evaluate_video(path: str | os.PathLike, codecs: Sequence[str], *,
                                     "encoding_time", "decoding_time", "settings"])
         log(f"wrote {csv_path}")
     return _finish(result, entries, anchor=anchor, references=references, out=out, plot=plot,
-                   title=f"{Path(path).name}: rate-distortion", log=log)
+                   title=f"{Path(path).name}: rate-distortion", log=log,
+                   compressai_dir=compressai_dir)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -977,6 +1001,8 @@ def _add_common(p: argparse.ArgumentParser, default_codecs: str, default_ref: st
     p.add_argument("--reference", default=default_ref,
                    help=f"published curves for the plot/anchor: FILE, kodak, uvg or none "
                         f"(default {default_ref})")
+    p.add_argument("--compressai-dir", metavar="DIR",
+                   help="also write one CompressAI results file per codec into DIR")
     p.add_argument("--cache", default=None,
                    help="JSON-lines cache for resuming (default OUT.cache.jsonl; none = off)")
 
@@ -1003,7 +1029,7 @@ def _cmd_images(args: argparse.Namespace) -> int:
         args.dir, args.codecs, qualities=parse_qualities(args.qualities), out=args.out,
         csv_path=args.csv, plot=args.plot, anchor=args.anchor, workers=args.workers,
         reference=args.reference, cache=_cache_arg(args.cache), dataset=args.dataset,
-        limit=args.limit, command=_command_line(),
+        limit=args.limit, command=_command_line(), compressai_dir=args.compressai_dir,
     )
     return 0
 
@@ -1013,8 +1039,9 @@ def _cmd_video(args: argparse.Namespace) -> int:
         args.file, args.codecs, frames=args.frames, size=args.size,
         qualities=parse_qualities(args.qualities), out=args.out, csv_path=args.csv,
         plot=args.plot, anchor=args.anchor, workers=args.workers, threads=args.threads,
+        epochs=args.epochs,
         reference=args.reference, cache=_cache_arg(args.cache),
-        command=_command_line(),
+        command=_command_line(), compressai_dir=args.compressai_dir,
     )
     return 0
 
@@ -1042,6 +1069,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     pv.add_argument("--size", type=_size, help="resize to WxH before coding")
     pv.add_argument("--threads", type=int, default=1,
                     help="encoder threads per process (default 1; recorded in the settings)")
+    pv.add_argument("--epochs", type=int,
+                    help="neurocodec video: training epochs per first group (default: the "
+                         "codec's default; recorded in the settings)")
     pv.set_defaults(func=_cmd_video)
     return p
 
