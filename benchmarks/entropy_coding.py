@@ -118,16 +118,15 @@ _INV = _rans.inv_scale_table()
 _WG = _rans.gauss_halfwidth_table()
 
 
-def _phi_np(z):
-    az = np.abs(z)
-    inside = az < float(_rans.GZ_MAX)
-    u = np.where(inside, az, 0.0) * float(_rans.GZ_STEPS)
+def _g_np(z):
+    """numpy replica of the C++ Gaussian half-CDF sign(z) * (Phi(|z|) - 0.5): same operations."""
+    n = _GT.shape[0] - 1  # last row: sentinel interval, g = 0.5
+    u = np.minimum(np.abs(z) * float(_rans.GZ_STEPS), float(n))
     i = u.astype(np.int64)
     s = u - i
     c = _GT[i]
-    q = c[..., 0] + s * (c[..., 1] + s * (c[..., 2] + s * c[..., 3]))
-    q = np.where(inside, q, 0.0)
-    return np.where(z < 0, q, 1.0 - q)
+    g = c[..., 0] + s * (c[..., 1] + s * (c[..., 2] + s * c[..., 3]))
+    return np.copysign(g, z)
 
 
 def gmm_tables(codes, precision=E.PRECISION):
@@ -145,7 +144,13 @@ def gmm_tables(codes, precision=E.PRECISION):
     big = np.int64(1) << 50
     lo = np.where(active, m - W, big).min(axis=1)
     hi = np.where(active, m + W, -big).max(axis=1)
-    mode = m[np.arange(n), np.argmax(w, axis=1)]
+    wf = w.astype(np.float64)
+    wm = np.zeros(n)
+    for q in range(K):
+        wm = wm + np.where(active[:, q], wf[:, q] * mu[:, q], 0.0)
+    invW = 1.0 / w.sum(axis=1).astype(np.float64)
+    wn = wf * invW[:, None]
+    mode = np.floor(wm * invW + 0.5).astype(np.int64)
     wmax = (M // 16 - 1) // 2
     lo = np.maximum(lo, mode - wmax)
     hi = np.minimum(hi, mode + wmax)
@@ -156,14 +161,12 @@ def gmm_tables(codes, precision=E.PRECISION):
     kk = lo[:, None] + j[None, :]  # k = lo .. lo + L - 2
     x = kk.astype(np.float64) - 0.5
     acc = np.zeros(kk.shape)
-    wf = w.astype(np.float64)
     for q in range(K):
-        t = wf[:, q:q + 1] * _phi_np((x - mu[:, q:q + 1]) * inv[:, q:q + 1])
+        t = wn[:, q:q + 1] * _g_np((x - mu[:, q:q + 1]) * inv[:, q:q + 1])
         acc = acc + np.where(active[:, q:q + 1], t, 0.0)
-    F = acc * (1.0 / w.sum(axis=1).astype(np.float64))[:, None]
-    v = F * R[:, None]
-    qv = np.where(v > 0, np.where(v >= R[:, None], R[:, None], np.trunc(v)), 0.0).astype(np.int64)
-    C = qv + j[None, :]
+    F = 0.5 + acc
+    v = np.minimum(np.maximum(F * R[:, None], 0.0), R[:, None])
+    C = np.trunc(v).astype(np.int64) + j[None, :]
     C[:, 0] = 0
     C = np.where(kk == hi[:, None] + 1, M - 1, C)
     C = np.where(kk > hi[:, None] + 1, M, C)

@@ -213,6 +213,8 @@ def test_table_mode_matches_parametric_bits():
     for fam, K in (("gaussian", 1), ("laplace", 1), ("gg", 1), ("gmm", 3)):
         p = random_params(fam, rng, n, K=K)
         p["scale"] = np.clip(p["scale"], 1e-3, 30)
+        if fam == "gg":  # keep the supports (table rows) short
+            p["beta"] = np.clip(p["beta"], 0.8, 4.0)
         codes = E.quantize_params(fam, **p)
         sym = random_symbols(p, rng, n)
         rows, lo = [], []
@@ -253,9 +255,9 @@ def _golden_inputs():
 
 
 GOLDEN = {
-    "gaussian": "e51ec9ad4f7f05bb83a480756dc8490b1638c8feee9a3234c3a74ab755aabc0d",
+    "gaussian": "df2716b8216d1f87c07925a88d0799d9bdc934144435e155b1b69389537048c0",
     "laplace": "e8000dccf79afa3dbef3ba12d96bd042af517b36d5bba71962ce7225e53845f8",
-    "gg": "296744133abbbc573d264fb796dbf6a6693f085197e8b8b88a83b0f8783f25cc",
+    "gg": "eb2cb461534b811cf1b9a76a526b5cedd7cc48616fe10e3ef5e2a9556f9f33f1",
     "gmm": "e4a398fb07d310f0d2b0ae051520e69be0be36dd49d7cf71e168225844b2b345",
     "table": "b56c5642cce7ba0070cfeff07e31a50c25c936c86298ef4d9d6a47338c848b8e",
 }

@@ -141,23 +141,33 @@ static double lgamma_slow(double z) {
 }
 
 // ------------------------------------------------------------------ CDF tables
-// Gaussian upper tail Q(z) = P(Z > z), z in [0, GZ_MAX), cubic pieces on a grid of 1/32.
+// All standardized CDFs are F(z) = 0.5 + sign(z) * g(|z|) with g increasing from 0 to 0.5,
+// g evaluated from piecewise cubic (Hermite) tables built from our own series.
+// Gaussian: g(z) = Phi(z) - 0.5 on a grid of 1/32 over [0, 9); interval GZ_N is a
+// sentinel (g = 0.5) so that evaluation is branch-free.
 static constexpr int GZ_STEPS = 32;
 static constexpr double GZ_MAX = 9.0;
 static constexpr int GZ_N = (int)(GZ_MAX * GZ_STEPS);
-static double GTAB[4 * GZ_N];
-// Laplace upper tail 0.5 exp(-z), z in [0, LZ_MAX), same layout.
+static double GTAB[4 * (GZ_N + 1)];
+// Laplace: g(z) = 0.5 - 0.5 exp(-z) over [0, 24), same layout.
 static constexpr int LZ_STEPS = 32;
 static constexpr double LZ_MAX = 24.0;
 static constexpr int LZ_N = (int)(LZ_MAX * LZ_STEPS);
-static double LTAB[4 * LZ_N];
+static double LTAB[4 * (LZ_N + 1)];
 
-// Generalized Gaussian: g_j(v) = 0.5 * P(1/beta_j, 2^v), v in [GG_V0, GG_V1).
-static constexpr int GG_STEPS = 16;
-static constexpr double GG_V0 = -12.0, GG_V1 = 6.0;
-static constexpr int GG_N = (int)((GG_V1 - GG_V0) * GG_STEPS);
-static std::vector<double> GGTAB;  // [N_BETAS][GG_N][4]
-static double BETAS[N_BETAS], GG_C0[N_BETAS], GG_C1[N_BETAS], GG_C2[N_BETAS], GG_TMAX[N_BETAS];
+// Generalized Gaussian, shape beta_j: g_j(t) = 0.5 P(1/beta_j, t^beta_j).  The grid is
+// float-like: each octave [2^e, 2^(e+1)) of t is split into 2^sbits uniform intervals,
+// so the interval index comes from the bits of t (no logarithm at run time).  Octaves
+// e_lo <= e < e_hi are tabulated; below, g = C0 t (relative error < 2^-24); above, 0.5.
+struct GGInfo {
+  int e_lo, e_hi, sbits, shift;
+  double sinv;  // 2^-shift
+  double C0;    // 0.5 / Gamma(1 + 1/beta) = g'(0)
+  size_t off;   // offset (in doubles) into GGTAB
+};
+static std::vector<double> GGTAB;
+static GGInfo GGI[N_BETAS];
+static double BETAS[N_BETAS], GG_TMAX[N_BETAS];
 
 static double SCALES[N_SCALES], INV_SCALES[N_SCALES];
 static int64_t W_GAUSS[N_SCALES], W_LAPLACE[N_SCALES];
@@ -193,6 +203,15 @@ static void hermite(double f0, double f1, double d0, double d1, double* c) {
   c[3] = 2.0 * (f0 - f1) + d0 + d1;
 }
 
+static int iceil(double x) {
+  int i = (int)x;
+  return (double)i < x ? i + 1 : i;
+}
+static int ifloor(double x) {
+  int i = (int)x;
+  return (double)i > x ? i - 1 : i;
+}
+
 static bool g_initialized = false;
 static void init_tables() {
   if (g_initialized) return;
@@ -208,20 +227,23 @@ static void init_tables() {
     std::vector<double> f(GZ_N + 1), d(GZ_N + 1);
     for (int i = 0; i <= GZ_N; ++i) {
       double z = (double)i * h;
-      f[i] = 0.5 - 0.5 * erf_series(z * 0.70710678118654752440);
-      d[i] = -0.39894228040143267794 * exp2_slow(-0.5 * z * z * INV_LN2) * h;
+      f[i] = 0.5 * erf_series(z * 0.70710678118654752440);
+      d[i] = 0.39894228040143267794 * exp2_slow(-0.5 * z * z * INV_LN2) * h;
     }
     for (int i = 0; i < GZ_N; ++i) hermite(f[i], f[i + 1], d[i], d[i + 1], &GTAB[4 * i]);
+    GTAB[4 * GZ_N] = 0.5;
   }
   // Laplace
   {
     const double h = 1.0 / LZ_STEPS;
     std::vector<double> f(LZ_N + 1), d(LZ_N + 1);
     for (int i = 0; i <= LZ_N; ++i) {
-      f[i] = 0.5 * exp2_slow(-(double)i * h * INV_LN2);
-      d[i] = -f[i] * h;
+      double e = 0.5 * exp2_slow(-(double)i * h * INV_LN2);
+      f[i] = 0.5 - e;
+      d[i] = e * h;
     }
     for (int i = 0; i < LZ_N; ++i) hermite(f[i], f[i + 1], d[i], d[i + 1], &LTAB[4 * i]);
+    LTAB[4 * LZ_N] = 0.5;
   }
   // scales
   for (int i = 0; i < N_SCALES; ++i) {
@@ -231,10 +253,8 @@ static void init_tables() {
     W_LAPLACE[i] = (int64_t)(LAPLACE_TAIL * SCALES[i]) + 2;
   }
   // generalized Gaussian
-  GGTAB.assign((size_t)N_BETAS * GG_N * 4, 0.0);
   const double lb0 = log2_slow(BETA_MIN), lb1 = log2_slow(BETA_MAX);
-  const double h = 1.0 / GG_STEPS;
-  std::vector<double> f(GG_N + 1), d(GG_N + 1);
+  GGTAB.clear();
   for (int j = 0; j < N_BETAS; ++j) {
     double beta = exp2_slow(lb0 + (lb1 - lb0) * (double)j / (double)(N_BETAS - 1));
     if (j == 0) beta = BETA_MIN;
@@ -242,79 +262,81 @@ static void init_tables() {
     BETAS[j] = beta;
     double a = 1.0 / beta;
     double lg_a1 = lgamma_slow(a + 1.0);  // ln Gamma(a+1)
-    double lg_a = lg_a1 - ln_slow(a);      // ln Gamma(a)
-    GG_C0[j] = 0.5 * exp2_slow(-lg_a1 * INV_LN2);
-    GG_C1[j] = a / (a + 1.0);
-    GG_C2[j] = 0.5 - 1.0 / (a + 1.0) + 1.0 / ((a + 1.0) * (a + 2.0));
-    double vtail = GG_V1;
+    GGInfo& I = GGI[j];
+    I.C0 = 0.5 * exp2_slow(-lg_a1 * INV_LN2);
+    I.sbits = beta <= 1.0 ? 4 : (beta <= 2.0 ? 5 : 6);
+    I.shift = 52 - I.sbits;
+    I.sinv = pow2i(-I.shift);
+    int lo = ifloor(-24.0 / beta);
+    I.e_lo = lo < -31 ? -31 : lo;
+    I.e_hi = iceil(6.0 / beta);
+    I.off = GGTAB.size();
+    const int S = 1 << I.sbits;
+    const int nint = (I.e_hi - I.e_lo) * S;
+    std::vector<double> f(nint + 1), t(nint + 1), ex(nint + 1);
+    double ttail = pow2i(I.e_hi);
     bool found = false;
-    for (int i = 0; i <= GG_N; ++i) {
-      double v = GG_V0 + (double)i * h;
-      double x = exp2_slow(v);
+    for (int i = 0; i <= nint; ++i) {
+      int e = I.e_lo + i / S, q = i % S;
+      t[i] = pow2i(e) * (1.0 + (double)q / (double)S);
+      double x = exp2_slow(beta * log2_slow(t[i]));
       f[i] = 0.5 * gammap_series(a, x, lg_a1);
-      // d/dv 0.5 P(a, 2^v) = 0.5 x^a e^-x ln2 / Gamma(a)
-      d[i] = 0.5 * exp2_slow((a * v) - (x * INV_LN2) - lg_a * INV_LN2) * LN2 * h;
+      ex[i] = exp2_slow(-x * INV_LN2);  // g'(t) = C0 exp(-t^beta)
       if (!found && 0.5 - f[i] < GG_TAIL_MASS) {
-        vtail = v;
+        ttail = t[i];
         found = true;
       }
     }
-    GG_TMAX[j] = exp2_slow(vtail / beta);
-    double* tab = &GGTAB[(size_t)j * GG_N * 4];
-    for (int i = 0; i < GG_N; ++i) hermite(f[i], f[i + 1], d[i], d[i + 1], &tab[4 * i]);
+    GG_TMAX[j] = ttail;
+    GGTAB.resize(GGTAB.size() + 4 * (size_t)nint);
+    double* tab = &GGTAB[I.off];
+    for (int i = 0; i < nint; ++i) {
+      double dt = t[i + 1] - t[i];
+      hermite(f[i], f[i + 1], I.C0 * ex[i] * dt, I.C0 * ex[i + 1] * dt, &tab[4 * i]);
+    }
   }
   g_initialized = true;
 }
 
 // ------------------------------------------------------------------ standardized CDFs
-static inline double gauss_cdf(double z) {
-  double az = dabs(z), q;
-  if (az >= GZ_MAX) {
-    q = 0.0;
-  } else {
-    double u = az * (double)GZ_STEPS;
-    int i = (int)u;
-    double s = u - (double)i;
-    const double* c = &GTAB[4 * i];
-    q = c[0] + s * (c[1] + s * (c[2] + s * c[3]));
-  }
-  return z < 0 ? q : 1.0 - q;
+static inline double with_sign_of(double g, double z) {  // g >= 0: copysign(g, z), exact
+  uint64_t bg, bz;
+  std::memcpy(&bg, &g, 8);
+  std::memcpy(&bz, &z, 8);
+  bg |= bz & 0x8000000000000000ull;
+  double r;
+  std::memcpy(&r, &bg, 8);
+  return r;
 }
-static inline double laplace_cdf(double z) {
-  double az = dabs(z), q;
-  if (az >= LZ_MAX) {
-    q = 0.0;
-  } else {
-    double u = az * (double)LZ_STEPS;
-    int i = (int)u;
-    double s = u - (double)i;
-    const double* c = &LTAB[4 * i];
-    q = c[0] + s * (c[1] + s * (c[2] + s * c[3]));
-  }
-  return z < 0 ? q : 1.0 - q;
+static inline double table_g(const double* tab, int steps, int n, double az) {
+  double u = az * (double)steps;
+  u = u < (double)n ? u : (double)n;  // clamp to the sentinel interval (also for huge az)
+  int i = (int)u;
+  double s = u - (double)i;
+  const double* c = &tab[4 * i];
+  return c[0] + s * (c[1] + s * (c[2] + s * c[3]));
 }
+static inline double gauss_cdf(double z) { return 0.5 + with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z)), z); }
+static inline double laplace_cdf(double z) { return 0.5 + with_sign_of(table_g(LTAB, LZ_STEPS, LZ_N, dabs(z)), z); }
 // z = x / alpha, beta index j
 static inline double gg_cdf(double z, int j) {
+  const GGInfo& I = GGI[j];
   double t = dabs(z), g;
-  if (t == 0.0) {
-    g = 0.0;
+  uint64_t b;
+  std::memcpy(&b, &t, 8);
+  int e = (int)(b >> 52) - 1023;
+  if (e < I.e_lo) {
+    g = t * I.C0;
+  } else if (e >= I.e_hi) {
+    g = 0.5;
   } else {
-    double v = BETAS[j] * log2_fast(t);
-    if (v >= GG_V1) {
-      g = 0.5;
-    } else if (v < GG_V0) {
-      double x = exp2_fast(v);
-      g = t * GG_C0[j] * (1.0 - x * (GG_C1[j] - GG_C2[j] * x));
-    } else {
-      double u = (v - GG_V0) * (double)GG_STEPS;
-      int i = (int)u;
-      if (i >= GG_N) i = GG_N - 1;
-      double s = u - (double)i;
-      const double* c = &GGTAB[((size_t)j * GG_N + i) * 4];
-      g = c[0] + s * (c[1] + s * (c[2] + s * c[3]));
-    }
+    uint64_t mant = b & ((1ull << 52) - 1);
+    size_t i = ((size_t)(e - I.e_lo) << I.sbits) | (size_t)(mant >> I.shift);
+    double s = (double)(int64_t)(mant & ((1ull << I.shift) - 1)) * I.sinv;
+    const double* c = &GGTAB[I.off + 4 * i];
+    g = c[0] + s * (c[1] + s * (c[2] + s * c[3]));
   }
-  return z < 0 ? 0.5 - g : 0.5 + g;
+  return 0.5 + with_sign_of(g, z);
 }
 
 // ------------------------------------------------------------------ per-symbol models
@@ -347,8 +369,8 @@ static inline void finish_support(SymBase& s, int64_t lo, int64_t hi, const Ctx&
 }
 static inline uint32_t quant(double F, double R) {
   double v = F * R;
-  if (!(v > 0.0)) return 0;
-  if (v >= R) return (uint32_t)R;
+  v = v > 0.0 ? v : 0.0;
+  v = v < R ? v : R;
   return (uint32_t)(int64_t)v;
 }
 
@@ -386,19 +408,7 @@ struct LaplaceModel {
 };
 struct GGModel {
   const int32_t *mean, *scale, *beta;
-  // the first probes of symbol i are around its mode: prefetch that part of its table
-  inline void prefetch(size_t i) const {
-    double mu = (double)mean[i] * MEAN_SCALE;
-    double t = dabs((double)mode_of(mean[i]) - 0.5 - mu) * INV_SCALES[scale[i]];
-    int bj = beta[i];
-    if (t > 0.0) {
-      double v = BETAS[bj] * log2_fast(t);
-      if (v >= GG_V0 && v < GG_V1) {
-        int ii = (int)((v - GG_V0) * (double)GG_STEPS);
-        __builtin_prefetch(&GGTAB[((size_t)bj * GG_N + ii) * 4]);
-      }
-    }
-  }
+  inline void prefetch(size_t) const {}
   struct Sym : SymBase {
     double mu, inv;
     int bj;
@@ -421,43 +431,42 @@ struct GMMModel {
   inline void prefetch(size_t) const {}
   struct Sym : SymBase {
     int n;
-    double w[MAX_K], mu[MAX_K], inv[MAX_K];
-    double invW;
+    double w[MAX_K], mu[MAX_K], inv[MAX_K];  // w: normalized weights
   };
+  // support: union of the components' supports; search start: round(weighted mean)
   inline void setup(size_t i, Sym& s, const Ctx& c) const {
     const int32_t* wc = weight + i * K;
     const int32_t* mc = mean + i * K;
     const int32_t* sc = scale + i * K;
-    int64_t wsum = 0, lo = 0, hi = 0;
-    int32_t best = -1;
+    int64_t wsum = 0, lo = INT64_MAX, hi = INT64_MIN;
+    double wm = 0.0;
     s.n = 0;
     for (int q = 0; q < K; ++q) {
       if (wc[q] <= 0) continue;
       int64_t m = mode_of(mc[q]);
       int64_t W = W_GAUSS[sc[q]];
-      if (s.n == 0) {
-        lo = m - W;
-        hi = m + W;
-      } else {
-        lo = std::min(lo, m - W);
-        hi = std::max(hi, m + W);
-      }
-      bool better = wc[q] > best;
-      best = better ? wc[q] : best;
-      s.mode = better ? m : s.mode;
+      lo = std::min(lo, m - W);
+      hi = std::max(hi, m + W);
       wsum += wc[q];
+      double mu = (double)mc[q] * MEAN_SCALE;
+      wm += (double)wc[q] * mu;
       s.w[s.n] = (double)wc[q];
-      s.mu[s.n] = (double)mc[q] * MEAN_SCALE;
+      s.mu[s.n] = mu;
       s.inv[s.n] = INV_SCALES[sc[q]];
       s.n++;
     }
-    s.invW = 1.0 / (double)wsum;
+    double invW = 1.0 / (double)wsum;
+    for (int q = 0; q < s.n; ++q) s.w[q] *= invW;
+    s.mode = (int64_t)dfloor(wm * invW + 0.5);
     finish_support(s, lo, hi, c);
   }
   inline double F(const Sym& s, int64_t k) const {
     double x = (double)k - 0.5, acc = 0.0;
-    for (int q = 0; q < s.n; ++q) acc += s.w[q] * gauss_cdf((x - s.mu[q]) * s.inv[q]);
-    return acc * s.invW;
+    for (int q = 0; q < s.n; ++q) {
+      double z = (x - s.mu[q]) * s.inv[q];
+      acc += s.w[q] * with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z)), z);
+    }
+    return 0.5 + acc;
   }
 };
 
@@ -603,15 +612,16 @@ static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t*
       out[i] = checked_symbol(s.lo + dec.get_escape_payload());
       continue;
     }
-    // search from the mode: invariant C(a) <= cf < C(b)
+    // search from the mode: invariant C(a) <= cf < C(b).  C(k0) and C(k0 + 1) are
+    // evaluated together (independent work) since most symbols sit at the mode.
     int64_t k0 = std::min(std::max(s.mode, s.lo), s.hi);
-    uint32_t c0 = cum(mdl, s, k0, c);
+    uint32_t c0 = cum(mdl, s, k0, c), c1 = cum(mdl, s, k0 + 1, c);
     int64_t a, b;
     uint32_t ca, cb;
-    if (cf >= c0) {
-      a = k0;
-      ca = c0;
-      int64_t step = 1;
+    if (cf >= c1) {
+      a = k0 + 1;
+      ca = c1;
+      int64_t step = 2;
       for (;;) {
         b = k0 + step;
         if (b > s.hi) {
@@ -625,6 +635,11 @@ static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t*
         ca = cb;
         step <<= 1;
       }
+    } else if (cf >= c0) {
+      a = k0;
+      ca = c0;
+      b = k0 + 1;
+      cb = c1;
     } else {
       b = k0;
       cb = c0;
@@ -1066,7 +1081,7 @@ PYBIND11_MODULE(_rans, m) {
   m.def("inv_scale_table", []() { return vec_to_array(INV_SCALES, N_SCALES); });
   m.def("beta_table", []() { return vec_to_array(BETAS, N_BETAS); });
   m.def("gauss_table", []() {
-    py::array_t<double> a({(py::ssize_t)GZ_N, (py::ssize_t)4});
+    py::array_t<double> a({(py::ssize_t)GZ_N + 1, (py::ssize_t)4});
     std::memcpy(a.mutable_data(), GTAB, sizeof(GTAB));
     return a;
   });
