@@ -57,7 +57,7 @@ FAMILY = "laplace"
 FAMILY_ID = 2  # coder["family"]: 1 gaussian, 2 laplace
 DEFAULT_QUALITY = 4.0
 DEFAULT_GROUP = 30
-DEFAULT_BITS = 8
+DEFAULT_BITS = 6
 EMB_BITS = 7
 DECODE_BATCH = 4
 MAX_PARAMS = 50_000_000            # decoder parameters a file may declare
@@ -69,12 +69,12 @@ VIDEO_SUFFIXES = {".y4m", ".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg
 
 
 def quality_to_bpp(quality: float) -> float:
-    """Quality 1..8 (continuous) -> target bits per pixel: 0.05 * 2^((q - 4) * 0.75)."""
-    return 0.05 * 2.0 ** ((quality - 4.0) * 0.75)
+    """Quality 1..8 (continuous) -> target bits per pixel: 0.1 * 2^((q - 4) * 0.6)."""
+    return 0.1 * 2.0 ** ((quality - 4.0) * 0.6)
 
 
 def bpp_to_quality(bpp: float) -> float:
-    return 4.0 + math.log2(bpp / 0.05) / 0.75
+    return 4.0 + math.log2(bpp / 0.1) / 0.6
 
 
 # =============================================================== frame I/O
@@ -407,10 +407,14 @@ def choose_strides(width: int, height: int, min_pos: int = 6, max_pos: int = 60)
 
 
 # bits per coded value, used only to size the model for a target rate
-BITS_PER_WEIGHT = 5.0
+BITS_PER_WEIGHT = 5.5
 BITS_PER_DELTA = 2.0
 BITS_PER_EMB = 4.0
 EMB_SHARE = 0.25
+K_MAX = 3         # kernel of the last block (first is 1)
+REDUCE = 1.5      # channel shrink per block
+LOWER = 8         # narrowest block
+LATER_LR = 0.3    # learning-rate factor of warm-started groups (smaller deltas)
 
 
 def plan_arch(width: int, height: int, frames: int, bpp: float, group: int, bits: int = DEFAULT_BITS) -> Arch:
@@ -426,16 +430,16 @@ def plan_arch(width: int, height: int, frames: int, bpp: float, group: int, bits
     per_param = BITS_PER_WEIGHT + (groups - 1) * BITS_PER_DELTA
     target = max((total - emb_bits) / per_param, 500)
     n = len(strides)
-    kernels = default_kernels(n)
+    kernels = default_kernels(n, 1, K_MAX)
     lo, hi = 4, 1024
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        cfg = HNeRVConfig(c_emb, eh, ew, strides, default_channels(n, mid), kernels, 1)
+        cfg = HNeRVConfig(c_emb, eh, ew, strides, default_channels(n, mid, REDUCE, LOWER), kernels, 1)
         if count_params(cfg) <= target:
             lo = mid
         else:
             hi = mid - 1
-    cfg = HNeRVConfig(c_emb, eh, ew, strides, default_channels(n, lo), kernels, 1)
+    cfg = HNeRVConfig(c_emb, eh, ew, strides, default_channels(n, lo, REDUCE, LOWER), kernels, 1)
     cfg.validate()
     return Arch(cfg, bits)
 
@@ -797,6 +801,7 @@ def _groups_of(source, frames, size, group):
 def encode_video(source, *, bpp: float | None = None, quality: float | None = None, frames: int | None = None,
                  size=None, epochs: int | None = None, resume_dir=None, progress: bool = True,
                  group: int | None = None, bits: int = DEFAULT_BITS, seed: int = 0, model: str | None = None,
+                 lr: float = 1e-2, batch: int = 2,
                  _recon: list | None = None) -> bytes:
     """Fit the INR to ``source`` (any video PyAV reads, or a directory of PNGs) and return .ncf bytes.
 
@@ -834,7 +839,7 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
     epochs = int(epochs)
     if epochs < 1:
         raise NeurocodecError("epochs must be >= 1")
-    st = EncodeSettings(bpp, quality, epochs, group, bits, seed, lr=2e-3, batch=2)
+    st = EncodeSettings(bpp, quality, epochs, group, bits, seed, lr=float(lr), batch=int(batch))
     arch = plan_arch(width, height, n_frames, bpp, group, bits)
     cfg = arch.cfg
     specs = _tensor_specs(cfg)
@@ -844,7 +849,7 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
 
     fingerprint = {"source": str(Path(source).resolve()), "frames": n_frames, "size": [width, height],
                    "bpp": bpp, "epochs": epochs, "group": group, "bits": bits, "seed": seed,
-                   "arch": arch.to_bytes().hex(), "version": CODER_VERSION}
+                   "arch": arch.to_bytes().hex(), "version": CODER_VERSION, "lr": float(lr), "batch": int(batch)}
     res = _Resume(resume_dir, fingerprint)
 
     torch.manual_seed(seed)
@@ -947,7 +952,8 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
         tot, cnt = 0.0, 0
         for i in range(0, n, st.batch):
             idx = perm[i:i + st.batch]
-            lr = st.lr * 0.5 * (1 + math.cos(math.pi * sched_step / max(total_steps, 1)))
+            base = st.lr if gi == 0 else st.lr * LATER_LR
+            lr = base * 0.5 * (1 + math.cos(math.pi * sched_step / max(total_steps, 1)))
             lr = lr * min(1.0, (sched_step + 1) / 20) if gi == 0 else lr
             for pg in opt.param_groups:
                 pg["lr"] = lr
