@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace py = pybind11;
@@ -433,13 +434,13 @@ struct GMMModel {
     int n;
     double w[MAX_K], mu[MAX_K], inv[MAX_K];  // w: normalized weights
   };
-  // support: union of the components' supports; search start: round(weighted mean)
+  // support: union of the components' supports; search start: mode of the heaviest component
   inline void setup(size_t i, Sym& s, const Ctx& c) const {
     const int32_t* wc = weight + i * K;
     const int32_t* mc = mean + i * K;
     const int32_t* sc = scale + i * K;
     int64_t wsum = 0, lo = INT64_MAX, hi = INT64_MIN;
-    double wm = 0.0;
+    int32_t best = -1;
     s.n = 0;
     for (int q = 0; q < K; ++q) {
       if (wc[q] <= 0) continue;
@@ -449,7 +450,9 @@ struct GMMModel {
       hi = std::max(hi, m + W);
       wsum += wc[q];
       double mu = (double)mc[q] * MEAN_SCALE;
-      wm += (double)wc[q] * mu;
+      bool better = wc[q] > best;
+      best = better ? wc[q] : best;
+      s.mode = better ? m : s.mode;
       s.w[s.n] = (double)wc[q];
       s.mu[s.n] = mu;
       s.inv[s.n] = INV_SCALES[sc[q]];
@@ -457,7 +460,6 @@ struct GMMModel {
     }
     double invW = 1.0 / (double)wsum;
     for (int q = 0; q < s.n; ++q) s.w[q] *= invW;
-    s.mode = (int64_t)dfloor(wm * invW + 0.5);
     finish_support(s, lo, hi, c);
   }
   inline double F(const Sym& s, int64_t k) const {
@@ -468,6 +470,17 @@ struct GMMModel {
     }
     return 0.5 + acc;
   }
+  // F(k) and F(k + 1) in one pass (identical operations to two F calls)
+  inline void F2(const Sym& s, int64_t k, double& f0, double& f1) const {
+    double x0 = (double)k - 0.5, x1 = (double)(k + 1) - 0.5, a0 = 0.0, a1 = 0.0;
+    for (int q = 0; q < s.n; ++q) {
+      double z0 = (x0 - s.mu[q]) * s.inv[q], z1 = (x1 - s.mu[q]) * s.inv[q];
+      a0 += s.w[q] * with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z0)), z0);
+      a1 += s.w[q] * with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z1)), z1);
+    }
+    f0 = 0.5 + a0;
+    f1 = 0.5 + a1;
+  }
 };
 
 // cumulative frequency of symbol k, lo <= k <= hi + 1
@@ -476,6 +489,24 @@ static inline uint32_t cum(const Model& mdl, const typename Model::Sym& s, int64
   if (k <= s.lo) return 0;
   if (k > s.hi) return c.esc;
   return quant(mdl.F(s, k), s.R) + (uint32_t)(k - s.lo);
+}
+template <class M, class = void>
+struct HasF2 : std::false_type {};
+template <class M>
+struct HasF2<M, std::void_t<decltype(&M::F2)>> : std::true_type {};
+// C(k) and C(k + 1) together
+template <class Model>
+static inline void cum2(const Model& mdl, const typename Model::Sym& s, int64_t k, const Ctx& c, uint32_t& c0,
+                        uint32_t& c1) {
+  if constexpr (HasF2<Model>::value) {
+    double f0, f1;
+    mdl.F2(s, k, f0, f1);
+    c0 = k <= s.lo ? 0 : (k > s.hi ? c.esc : quant(f0, s.R) + (uint32_t)(k - s.lo));
+    c1 = k + 1 <= s.lo ? 0 : (k + 1 > s.hi ? c.esc : quant(f1, s.R) + (uint32_t)(k + 1 - s.lo));
+  } else {
+    c0 = cum(mdl, s, k, c);
+    c1 = cum(mdl, s, k + 1, c);
+  }
 }
 
 // ------------------------------------------------------------------ rANS primitives
@@ -578,7 +609,8 @@ static std::vector<uint32_t> encode_impl(const Model& mdl, const int32_t* sym, s
       size_t o = ii - beg;
       freqs[o] = 0;
       if (k >= s.lo && k <= s.hi) {
-        uint32_t c0 = cum(mdl, s, k, c), c1 = cum(mdl, s, k + 1, c);
+        uint32_t c0, c1;
+        cum2(mdl, s, k, c, c0, c1);
         starts[o] = c0;
         freqs[o] = c1 > c0 ? c1 - c0 : 0;
       }
@@ -615,7 +647,8 @@ static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t*
     // search from the mode: invariant C(a) <= cf < C(b).  C(k0) and C(k0 + 1) are
     // evaluated together (independent work) since most symbols sit at the mode.
     int64_t k0 = std::min(std::max(s.mode, s.lo), s.hi);
-    uint32_t c0 = cum(mdl, s, k0, c), c1 = cum(mdl, s, k0 + 1, c);
+    uint32_t c0, c1;
+    cum2(mdl, s, k0, c, c0, c1);
     int64_t a, b;
     uint32_t ca, cb;
     if (cf >= c1) {
