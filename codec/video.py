@@ -58,7 +58,7 @@ FAMILY_ID = 2  # coder["family"]: 1 gaussian, 2 laplace
 DEFAULT_QUALITY = 4.0
 DEFAULT_GROUP = 30
 DEFAULT_BITS = 6
-EMB_BITS = 7
+EMB_BITS = 6
 DECODE_BATCH = 4
 MAX_PARAMS = 50_000_000            # decoder parameters a file may declare
 MAX_OUTPUT_BYTES = 16 * 2 ** 30    # decode_video refuses to allocate more than this
@@ -447,24 +447,54 @@ def plan_arch(width: int, height: int, frames: int, bpp: float, group: int, bits
 # =============================================================== entropy coding of integer tensors
 
 
-def _param_template() -> dict:
-    return entropy.quantize_params(FAMILY, mean=np.zeros(1), scale=np.ones(1))
+_FAMILIES = ("gaussian", "laplace", "gg")  # family byte of a coded tensor -> entropy family
+_TEMPLATES: dict = {}
+
+
+def _param_template(family: str) -> dict:
+    if family not in _TEMPLATES:
+        extra = {"beta": np.ones(1)} if family == "gg" else {}
+        _TEMPLATES[family] = entropy.quantize_params(family, mean=np.zeros(1), scale=np.ones(1), **extra)
+    return _TEMPLATES[family]
+
+
+def _candidates(q: np.ndarray):
+    """(family, params) fits tried for one tensor; the shortest stream wins."""
+    mean = float(q.mean()) if q.size else 0.0
+    std = float(q.std()) if q.size else 1.0
+    mad = float(np.abs(q - mean).mean()) if q.size else 1.0
+    yield "laplace", dict(mean=mean, scale=max(mad, 1e-3))
+    yield "gaussian", dict(mean=mean, scale=max(std, 1e-3))
+    for beta in (0.6, 1.5, 3.0):
+        # generalized Gaussian exp(-|x/alpha|^beta): variance = alpha^2 G(3/b) / G(1/b)
+        alpha = std * math.sqrt(math.gamma(1 / beta) / math.gamma(3 / beta))
+        yield "gg", dict(mean=mean, scale=max(alpha, 1e-3), beta=beta)
 
 
 def _encode_ints(q: np.ndarray) -> bytes:
-    """Integer tensor -> svarint parameter codes (per-tensor Laplace) + bytes[n] rANS stream."""
+    """Integer tensor -> family byte, svarint parameter codes, bytes[n] rANS stream.
+
+    One parametric density per tensor (Laplace, Gaussian or generalized Gaussian, whichever
+    codes it shortest), its parameters stored as the coder's own integer codes.
+    """
     q = np.ascontiguousarray(q, dtype=np.int32).ravel()
-    mean = float(q.mean()) if q.size else 0.0
-    scale = float(np.abs(q - mean).mean()) if q.size else 1.0
-    codes = entropy.quantize_params(FAMILY, mean=np.array([mean]), scale=np.array([max(scale, 1e-3)]))
-    head = b"".join(_sv(int(np.asarray(codes[k]).ravel()[0])) for k in sorted(codes))
-    full = {k: np.full(q.shape, np.asarray(v).ravel()[0], dtype=np.asarray(v).dtype) for k, v in codes.items()}
-    stream = entropy.encode(FAMILY, q, full)
-    return head + _uv(len(stream)) + stream
+    best = None
+    for family, params in _candidates(q):
+        codes = entropy.quantize_params(family, **{k: np.array([v]) for k, v in params.items()})
+        scal = {k: int(np.asarray(v).ravel()[0]) for k, v in codes.items()}
+        full = {k: np.full(q.shape, scal[k], dtype=np.asarray(codes[k]).dtype) for k in codes}
+        stream = entropy.encode(family, q, full)
+        blob = (bytes([_FAMILIES.index(family)]) + b"".join(_sv(scal[k]) for k in sorted(scal))
+                + _uv(len(stream)) + stream)
+        if best is None or len(blob) < len(best):
+            best = blob
+    return best
 
 
 def _decode_ints(r: _Reader, n: int, field: str) -> np.ndarray:
-    tmpl = _param_template()
+    fam_id = r.uv(f"{field} family", 0, len(_FAMILIES) - 1)
+    family = _FAMILIES[fam_id]
+    tmpl = _param_template(family)
     vals = {k: r.sv(f"{field} {k} code") for k in sorted(tmpl)}
     stream = r.lp(f"{field} stream")
     full = {}
@@ -475,7 +505,7 @@ def _decode_ints(r: _Reader, n: int, field: str) -> np.ndarray:
             raise NcfError(f"{field}: parameter code {k}={v} out of range")
         full[k] = np.full(n, v, dtype=dt)
     try:
-        out = entropy.decode(FAMILY, stream, full)
+        out = entropy.decode(family, stream, full)
     except entropy.EntropyCodingError as e:
         raise NcfError(f"{field}: {e}") from None
     out = np.asarray(out, dtype=np.int32)
@@ -500,7 +530,13 @@ def _pack_group(g: GroupData) -> bytes:
     for q in g.weights:
         parts.append(_encode_ints(q))
     parts.append(bytes(np.asarray(g.emb_codes, dtype=np.uint8)))
-    parts.append(_encode_ints(g.emb))
+    # embeddings: coded directly (mode 0) or as differences to the previous frame's (mode 1),
+    # whichever is shorter
+    direct = b"\x00" + _encode_ints(g.emb)
+    e = g.emb.astype(np.int64)
+    diff = np.concatenate([e[:1], e[1:] - e[:-1]]) if len(e) > 1 else e
+    temporal = b"\x01" + _encode_ints(diff.astype(np.int32)) if np.abs(diff).max(initial=0) < 2 ** 30 else None
+    parts.append(direct if temporal is None or len(direct) <= len(temporal) else temporal)
     return b"".join(parts)
 
 
@@ -510,7 +546,13 @@ def _unpack_group(data: bytes, arch: Arch, specs, expect_frames: int, gi: int) -
     weights = [_decode_ints(r, math.prod(shape), f"g{gi} {name}").reshape(shape) for name, shape, _ in specs]
     c = arch.cfg
     emb_codes = np.frombuffer(r.raw(c.c_emb, "embedding step codes"), dtype=np.uint8).copy()
+    mode = r.uv("embedding mode", 0, 1)
     emb = _decode_ints(r, n * c.c_emb * c.emb_h * c.emb_w, f"g{gi} embeddings").reshape(n, c.c_emb, c.emb_h, c.emb_w)
+    if mode == 1:
+        emb = np.cumsum(emb.astype(np.int64), axis=0)
+        if np.abs(emb).max(initial=0) > 2 ** 30:
+            raise NcfError(f"g{gi}: embedding values overflow")
+        emb = emb.astype(np.int32)
     r.done()
     return GroupData(n, weights, emb_codes, emb)
 
@@ -939,6 +981,7 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
     total_steps = n_epochs * -(-n // st.batch)
     sched_step = start * -(-n // st.batch)
     steps = None
+    levels = 2 ** (arch.bits - 1) - 1
     for ep in range(start, n_epochs):
         if ep >= warm and wcodes_flat is None:
             wcodes_flat = np.concatenate([
@@ -963,7 +1006,7 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
             if steps is not None:
                 estep = channel_steps(e.transpose(0, 1), EMB_BITS).reshape(1, -1, 1, 1)
                 e = fake_quant(e, estep)
-                qp = {nm: fake_quant(params[nm], steps[nm]) for nm in names}
+                qp = {nm: fake_quant(params[nm], steps[nm], levels) for nm in names}
                 y = torch.func.functional_call(dec, qp, (e,))
             else:
                 y = dec(e)
@@ -992,7 +1035,7 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
         for (nm, shape, s), c in zip(specs, codes):
             step = step_from_code(torch.from_numpy(c)).reshape(s)
             q = torch.round(params[nm].detach() / step).to(torch.int64).numpy()
-            q = np.clip(q, -(2 ** 30), 2 ** 30)
+            q = np.clip(q, -levels, levels)
             ints.append(q)
         _load_weights(dec, specs, [_dequant(q, c, s) for q, c, (_, _, s) in zip(ints, codes, specs)])
         enc.eval()

@@ -53,10 +53,13 @@ def code_from_step(step: torch.Tensor) -> torch.Tensor:
     return code.clamp(0, 255)
 
 
-def fake_quant(x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-    """Round ``x`` to the grid ``k * step`` in the forward pass; identity gradient (STE)."""
-    q = torch.round(x / step) * step
-    return x + (q - x).detach()
+def fake_quant(x: torch.Tensor, step: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+    """Round ``x`` to the grid ``k * step`` (``|k| <= levels`` when given) in the forward
+    pass; identity gradient (straight-through estimator)."""
+    k = torch.round(x / step)
+    if levels is not None:
+        k = k.clamp(-levels, levels)
+    return x + (k * step - x).detach()
 
 
 def channel_steps(x: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
