@@ -407,10 +407,10 @@ def choose_strides(width: int, height: int, min_pos: int = 6, max_pos: int = 60)
 
 
 # bits per coded value, used only to size the model for a target rate
-BITS_PER_WEIGHT = 5.5
-BITS_PER_DELTA = 2.0
-BITS_PER_EMB = 4.0
-EMB_SHARE = 0.25
+BITS_PER_WEIGHT = 6.0
+BITS_PER_DELTA = 3.5
+BITS_PER_EMB = 2.0
+EMB_SHARE = 0.2
 K_MAX = 3         # kernel of the last block (first is 1)
 REDUCE = 1.5      # channel shrink per block
 LOWER = 8         # narrowest block
