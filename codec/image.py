@@ -11,9 +11,19 @@ Input policy (documented in README, tested in tests/test_image.py):
 - Animated images (more than one frame) are refused.
 The model sees the image padded (edge replication) to a multiple of its stride; the
 decoder crops back to the original size, so any size from 1x1 up round-trips.
+
+Sections: "z" (the hyper-latent, table-coded with the model's factorized prior), then y:
+- mean-scale hyperprior: "y0".."y3", Gaussian streams over 4 channel groups (parallel);
+- MLIC (`coding_steps`): one stream per coding step, named after it, in coding order
+  ("s0/anchor", "s0/nonanchor", "s1/anchor", ...; mvgmm: "s0/anchor/j0", "s0/anchor/j1",
+  ...). Gaussian and GG steps code round(y - snapped mean) under the zero-mean law, GMM and
+  multivariate-GMM steps code round(y) under the snapped mixture; values outside the coder's
+  support are escaped, never clamped.
+The header's coder settings give the number of y streams.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,14 +94,6 @@ def _pil_to_rgb(im: Image.Image, limits: Limits) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
-@dataclass
-class _Latents:
-    z_symbols: np.ndarray
-    y_symbols: np.ndarray
-    y_codes: dict
-    y_hat: torch.Tensor
-
-
 def _to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
     x = torch.tensor(rgb).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
     h, w = rgb.shape[:2]
@@ -99,6 +101,7 @@ def _to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
+# ----------------------------------------------------------------------------- z (both kinds)
 def _z_tables(model) -> tuple:
     eb = model.entropy_bottleneck
     return (eb._quantized_cdf.numpy().astype(np.int32), eb._cdf_length.numpy().astype(np.int32),
@@ -111,41 +114,167 @@ def _z_medians_and_indexes(model, shape) -> tuple[torch.Tensor, np.ndarray]:
     return medians, np.ascontiguousarray(indexes)
 
 
-def _y_params(model, z_hat: torch.Tensor) -> tuple[dict, np.ndarray]:
-    """Gaussian parameters of y snapped to the coder's grid, and the exact means they stand for."""
-    means, scales = model.hyper_synthesis(z_hat)
-    codes = entropy.quantize_params("gaussian", mean=means.numpy(), scale=scales.numpy())
-    snapped_means = entropy.dequantize_params("gaussian", codes)["mean"]
-    # y is coded as round(y - mean) under a zero-mean Gaussian, so the coder gets mean 0.
-    codes = {"mean": np.zeros_like(codes["mean"]), "scale": codes["scale"]}
-    return codes, snapped_means
+# ----------------------------------------------------------------------------- y: shared helpers
+@dataclass
+class _Stream:
+    """One rANS stream of y: its section name, coder family, int32 symbols and parameter codes."""
+    name: str
+    family: str
+    symbols: np.ndarray
+    codes: dict
 
 
-def _channel_groups(channels: int) -> list[slice]:
-    bounds = np.linspace(0, channels, Y_STREAMS + 1).round().astype(int)
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+def _snap(family: str, residual: bool, params: dict) -> tuple[dict, np.ndarray | float]:
+    """Parameters snapped to the coder's grid: (codes the coder gets, offset of the symbols).
+
+    Residual families code round(y - snapped mean) under the same law with mean 0, so the
+    offset is the snapped mean; mixtures code round(y) itself (offset 0)."""
+    codes = entropy.quantize_params(family, **params)
+    if not residual:
+        return codes, 0.0
+    snapped_means = entropy.dequantize_params(family, codes)["mean"]
+    return {**codes, "mean": np.zeros_like(codes["mean"])}, snapped_means
 
 
-def _split(arr: np.ndarray, groups) -> list[np.ndarray]:
-    return [np.ascontiguousarray(arr[:, g]) for g in groups]
+def _symbols(v: np.ndarray, what: str) -> np.ndarray:
+    """round(v) as int32; values the coder cannot take are refused, never clamped (everything
+    within +-2^30 is coded exactly, escaped where the law gives it no frequency)."""
+    s = np.rint(v)
+    if not np.all(np.abs(s) <= 2**30):  # also catches NaN
+        raise NeurocodecError(f"latent {what} out of the codable range (+-2^30) or not finite: "
+                              f"the model's weights are unusable for this image")
+    return s.astype(np.int32)
 
 
-def _split_codes(codes: dict, groups) -> list[dict]:
-    parts = {k: _split(v, groups) for k, v in codes.items()}
-    return [{k: parts[k][i] for k in codes} for i in range(len(groups))]
+# ----------------------------------------------------------------------------- y: per model kind
+@contextlib.contextmanager
+def _without_onednn():
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
+class _MeanScaleY:
+    """Mean-scale hyperprior: one Gaussian per element of y from the hyper synthesis, y coded
+    as Y_STREAMS channel-group streams ("y0".."y3") that are decoded in parallel."""
+
+    arithmetic = staticmethod(contextlib.nullcontext)
+
+    @staticmethod
+    def _params(model, z_hat: torch.Tensor) -> tuple[dict, np.ndarray]:
+        means, scales = model.hyper_synthesis(z_hat)
+        return _snap("gaussian", True, {"mean": means.numpy(), "scale": scales.numpy()})
+
+    @staticmethod
+    def _groups(model) -> list[slice]:
+        bounds = np.linspace(0, model.M, Y_STREAMS + 1).round().astype(int)
+        return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    @classmethod
+    def quantize(cls, model, y: torch.Tensor, z_hat: torch.Tensor, q) -> tuple[list[_Stream], torch.Tensor]:
+        codes, offset = cls._params(model, z_hat)
+        symbols = _symbols(y.double().numpy() - offset, "y")
+        streams = [_Stream(f"y{i}", "gaussian", np.ascontiguousarray(symbols[:, g]),
+                           {k: np.ascontiguousarray(v[:, g]) for k, v in codes.items()})
+                   for i, g in enumerate(cls._groups(model))]
+        return streams, torch.from_numpy(symbols + offset).float()
+
+    @classmethod
+    def decode(cls, model, z_hat: torch.Tensor, q, take) -> torch.Tensor:
+        codes, offset = cls._params(model, z_hat)
+        groups = cls._groups(model)
+        parts = entropy.decode_streams(
+            "gaussian", [take(f"y{i}") for i in range(len(groups))],
+            [{k: np.ascontiguousarray(v[:, g]) for k, v in codes.items()} for g in groups])
+        return torch.from_numpy(np.concatenate(parts, axis=1) + offset).float()
+
+
+class _MultiReferenceY:
+    """MLIC: the model's `coding_steps` drives the order (slices x checkerboard passes, mvgmm
+    also per channel-in-group); each step is one stream, a section named after the step
+    ("s0/anchor", "s0/nonanchor", ..., "s0/anchor/j1" for mvgmm). The decoder must decode
+    the steps in order (each step's parameters depend on the values of the previous ones)."""
+
+    @staticmethod
+    def arithmetic():
+        """oneDNN's 1x1 convolutions (the context heads, the residual and token-mixing blocks)
+        round differently with the number of threads once y is 32x32 or larger; that would make
+        the coder's parameters, and so the streams, depend on torch's thread count. The MLIC
+        networks therefore run on PyTorch's native convolutions (thread-count invariant)."""
+        return _without_onednn()
+
+    @staticmethod
+    def _drive(model, z_hat: torch.Tensor, q, values_of) -> torch.Tensor:
+        gen = model.coding_steps(z_hat, q)
+        step = next(gen)
+        while True:
+            codes, offset = _snap(step.family, step.symbols_are_residuals, step.params)
+            try:
+                step = gen.send(torch.from_numpy(values_of(step, codes, offset)))
+            except StopIteration as stop:
+                return stop.value
+
+    @classmethod
+    def quantize(cls, model, y: torch.Tensor, z_hat: torch.Tensor, q) -> tuple[list[_Stream], torch.Tensor]:
+        streams = []
+
+        def values_of(step, codes, offset):
+            symbols = _symbols(y[step.mask].double().numpy() - offset, step.name)
+            streams.append(_Stream(step.name, step.family, symbols, codes))
+            return symbols + offset
+
+        return streams, cls._drive(model, z_hat, q, values_of)
+
+    @classmethod
+    def decode(cls, model, z_hat: torch.Tensor, q, take) -> torch.Tensor:
+        def values_of(step, codes, offset):
+            return entropy.decode(step.family, take(step.name), codes) + offset
+
+        return cls._drive(model, z_hat, q, values_of)
+
+
+def _y_coder(model):
+    return _MultiReferenceY if hasattr(model, "coding_steps") else _MeanScaleY
+
+
+@dataclass
+class _Latents:
+    z_symbols: np.ndarray
+    y_streams: list
+    y_hat: torch.Tensor
 
 
 @torch.no_grad()
 def _analyse(model, x: torch.Tensor, quality: float) -> _Latents:
     q = torch.tensor([quality])
-    y = model.analysis(x, q)
-    z = model.hyper_analysis(y)
-    medians, _ = _z_medians_and_indexes(model, z.shape)
-    z_symbols = torch.round(z - medians)
-    codes, snapped_means = _y_params(model, z_symbols + medians)
-    y_symbols = np.rint(y.double().numpy() - snapped_means).clip(-2**30, 2**30)
-    y_hat = torch.from_numpy(y_symbols + snapped_means).float()
-    return _Latents(z_symbols.numpy().astype(np.int32), y_symbols.astype(np.int32), codes, y_hat)
+    coder = _y_coder(model)
+    with coder.arithmetic():
+        y = model.analysis(x, q)
+        z = model.hyper_analysis(y)
+        medians, _ = _z_medians_and_indexes(model, z.shape)
+        z_symbols = torch.round(z - medians)
+        streams, y_hat = coder.quantize(model, y, z_symbols + medians, q)
+    return _Latents(z_symbols.numpy().astype(np.int32), streams, y_hat)
+
+
+@torch.no_grad()
+def _synthesis(model, y_hat: torch.Tensor, quality: float, h: int, w: int) -> np.ndarray:
+    with _y_coder(model).arithmetic():
+        return _to_rgb8(model.synthesis(y_hat, torch.tensor([quality])), h, w)
+
+
+def _encode_streams(streams: list[_Stream]) -> list[bytes]:
+    """All streams coded in parallel threads, one encode_streams call per family."""
+    out: list = [None] * len(streams)
+    for family in dict.fromkeys(s.family for s in streams):
+        idx = [i for i, s in enumerate(streams) if s.family == family]
+        coded = entropy.encode_streams(family, [streams[i].symbols for i in idx], [streams[i].codes for i in idx])
+        for i, data in zip(idx, coded):
+            out[i] = data
+    return out
 
 
 def encode_image(image, model: str | None = None, quality: float = 4.0,
@@ -169,16 +298,13 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     lat = _analyse(net, x, quality)
     _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
     z_stream = entropy.encode_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
-    groups = _channel_groups(lat.y_symbols.shape[1])
-    y_streams = entropy.encode_streams(
-        "gaussian", _split(lat.y_symbols, groups),
-        _split_codes(lat.y_codes, groups))
+    y_streams = _encode_streams(lat.y_streams)
     header = Header(media=MediaKind.IMAGE, model=name, weights_hash=bytes.fromhex(sha[:16]),
                     width=w, height=h, pad_width=x.shape[3], pad_height=x.shape[2],
                     color=COLOR_FORMAT, quality=quality,
                     coder={"version": CODER_VERSION, "precision": entropy.PRECISION,
-                           "y_streams": len(groups)})
-    sections = [Section("z", z_stream)] + [Section(f"y{i}", s) for i, s in enumerate(y_streams)]
+                           "y_streams": len(y_streams)})
+    sections = [Section("z", z_stream)] + [Section(s.name, d) for s, d in zip(lat.y_streams, y_streams)]
     return write_container(header, sections)
 
 
@@ -189,7 +315,7 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0) -> np.nda
     quality = float(np.float32(quality))
     rgb = load_rgb(image)
     lat = _analyse(net, _to_tensor(rgb, net.stride), quality)
-    return _to_rgb8(net.synthesis(lat.y_hat, torch.tensor([quality])), *rgb.shape[:2])
+    return _synthesis(net, lat.y_hat, quality, *rgb.shape[:2])
 
 
 def _to_rgb8(x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
@@ -223,23 +349,27 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     header, sections = read_container(data, limits)
     net, coder = check_header(header)
     streams = sections_by_name(sections)
-    groups = _channel_groups(net.M)
-    expected = {"z"} | {f"y{i}" for i in range(len(groups))}
-    if coder.get("y_streams") != len(groups) or set(streams) != expected:
-        raise NeurocodecError(f"file has sections {sorted(streams)}, expected {sorted(expected)}")
+    if "z" not in streams or coder.get("y_streams") != len(streams) - 1:
+        raise NeurocodecError(f"file has sections {sorted(streams)} but its header announces "
+                              f"z and {coder.get('y_streams')} y streams")
     zh, zw = header.pad_height // net.stride, header.pad_width // net.stride
-    z_shape = (1, net.N, zh, zw)
+    z_shape = (1, net.entropy_bottleneck.channels, zh, zw)
     medians, z_indexes = _z_medians_and_indexes(net, z_shape)
-    z_symbols = entropy.decode_table(streams["z"], z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
+    z_symbols = entropy.decode_table(streams.pop("z"), z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
     z_hat = torch.from_numpy(z_symbols).float() + medians
-    codes, snapped_means = _y_params(net, z_hat)
-    y_streams = entropy.decode_streams(
-        "gaussian", [streams[f"y{i}"] for i in range(len(groups))],
-        _split_codes(codes, groups))
-    y_symbols = np.concatenate(y_streams, axis=1)
-    y_hat = torch.from_numpy(y_symbols + snapped_means).float()
-    x_hat = net.synthesis(y_hat, torch.tensor([header.quality]))
-    return _to_rgb8(x_hat, header.height, header.width)
+
+    def take(name: str) -> bytes:
+        if name not in streams:
+            raise NeurocodecError(f"file lacks the y stream {name!r} that model {header.model!r} needs "
+                                  f"(left: {sorted(streams)})")
+        return streams.pop(name)
+
+    y_coder = _y_coder(net)
+    with y_coder.arithmetic():
+        y_hat = y_coder.decode(net, z_hat, torch.tensor([header.quality]), take)
+    if streams:
+        raise NeurocodecError(f"file has sections {sorted(streams)} that model {header.model!r} does not use")
+    return _synthesis(net, y_hat, header.quality, header.height, header.width)
 
 
 def save_image(rgb: np.ndarray, fmt: str = "PNG") -> bytes:

@@ -18,8 +18,13 @@ from safetensors.torch import load_file
 
 from codec.errors import NeurocodecError, WeightsError
 from models.hyperprior import DEFAULT_LAMBDAS, MeanScaleHyperprior
+from models.mlic import MLIC, MLIC_PRESETS
 
 DEFAULT_IMAGE_MODEL = "hyperprior-small"
+
+# the likelihood families each MLIC preset is registered with
+MLIC_FAMILY_NAMES = {"gaussian": "Gaussian", "gg": "generalized-Gaussian",
+                     "gmm": "Gaussian-mixture (K=3)", "mvgmm": "multivariate Gaussian-mixture (K=3, G=2)"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,13 @@ PRESETS: dict[str, Preset] = {
                            "trained on this project's CPU"),
         Preset("hyperprior", "image", MeanScaleHyperprior, {"N": 128, "M": 192},
                description="Mean-scale hyperprior at the paper's size (N=128, M=192); no shipped weights"),
+    ] + [
+        # every MLIC preset with every likelihood family: "mlic-tiny-gaussian", "mlic++-mvgmm", ...
+        Preset(f"{size}-{family}", "image", MLIC, {**MLIC_PRESETS[size], "likelihood": family},
+               likelihood=family,
+               description=f"MLIC-style multi-reference entropy model ({size}: N={cfg['N']}, M={cfg['M']}, "
+                           f"{cfg['slices']} slices), {MLIC_FAMILY_NAMES[family]} likelihood, variable rate")
+        for size, cfg in MLIC_PRESETS.items() for family in MLIC_FAMILY_NAMES
     ]
 }
 

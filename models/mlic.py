@@ -216,7 +216,13 @@ class MLIC(nn.Module):
         self.likelihood_family = make_family(likelihood, channels=M, K=K, G=G, beta_mode=beta_mode)
         if isinstance(self.likelihood_family, MultivariateGaussianMixture) and Cs % G:
             raise ValueError(f"slice width {Cs} is not a multiple of the mvgmm group size {G}")
-        self._step_family = univariate_of(self.likelihood_family)
+        step_family = univariate_of(self.likelihood_family)
+        if step_family is self.likelihood_family:
+            # the same module: keep it out of the module tree so that state_dict does not list
+            # its tensors twice (safetensors refuses tensors that share memory)
+            object.__setattr__(self, "_step_family", step_family)
+        else:
+            self._step_family = step_family
         P = self.likelihood_family.num_params(Cs)
         attn_dim = attn_dim or max(16, Cs)
 
