@@ -189,13 +189,13 @@ def result(n, te, td, nbits, ideal):
     """te, td: (wall, cpu) seconds."""
     return {
         "n_symbols": int(n),
-        "enc_msym_s": round(n / te[0] / 1e6, 3),
-        "dec_msym_s": round(n / td[0] / 1e6, 3),
+        "enc_msym_s": round(n / te[0] / 1e6, 6),
+        "dec_msym_s": round(n / td[0] / 1e6, 6),
         "total_s": round(te[0] + td[0], 4),
         "overhead_pct": round(100.0 * (nbits / ideal - 1.0), 4),
         "bits_per_symbol": round(nbits / n, 5),
-        "enc_msym_s_cpu": round(n / max(te[1], 1e-9) / 1e6, 3),
-        "dec_msym_s_cpu": round(n / max(td[1], 1e-9) / 1e6, 3),
+        "enc_msym_s_cpu": round(n / max(te[1], 1e-9) / 1e6, 6),
+        "dec_msym_s_cpu": round(n / max(td[1], 1e-9) / 1e6, 6),
         "total_s_cpu": round(te[1] + td[1], 4),
     }
 
@@ -318,8 +318,8 @@ def main(argv=None):
     print(f"{'coder':24s} {'symbols':>8s} {'enc Msym/s':>11s} {'dec Msym/s':>11s} {'total s':>9s} {'overhead %':>11s} "
           f"{'bits/sym':>9s} {'enc cpu':>8s} {'dec cpu':>8s}")
     for k, v in res.items():
-        print(f"{k:24s} {v['n_symbols']:8d} {v['enc_msym_s']:11.2f} {v['dec_msym_s']:11.2f} {v['total_s']:9.3f} "
-              f"{v['overhead_pct']:11.4f} {v['bits_per_symbol']:9.4f} {v['enc_msym_s_cpu']:8.2f} {v['dec_msym_s_cpu']:8.2f}")
+        print(f"{k:24s} {v['n_symbols']:8d} {v['enc_msym_s']:11.4g} {v['dec_msym_s']:11.4g} {v['total_s']:9.3f} "
+              f"{v['overhead_pct']:11.4f} {v['bits_per_symbol']:9.4f} {v['enc_msym_s_cpu']:8.4g} {v['dec_msym_s_cpu']:8.4g}")
     print(f"gmm4 end-to-end speedup over per-symbol tables: {res['gmm4_tables']['gmm4_speedup_end_to_end']}x, "
           f"identical bits: {res['gmm4_tables']['identical_bits_to_gmm4']}")
     if args.json:

@@ -396,18 +396,41 @@ def test_standard_cdfs_accurate_and_monotone():
         assert np.max(np.abs(v - stats.gennorm.cdf(zz, betas[j]))) < 1e-7, (j, betas[j])
 
 
-def _rate_sample(family, n, rng):
-    u = rng.random(n)
-    scale = np.exp(rng.uniform(np.log(np.where(u < 0.6, 0.05, np.where(u < 0.9, 0.5, 4.0))),
-                               np.log(np.where(u < 0.6, 0.5, np.where(u < 0.9, 4.0, 64.0)))))
+def _rate_sample(family, n, rng, K=3):
+    def scales(shape):
+        u = rng.random(shape)
+        lo = np.where(u < 0.6, 0.05, np.where(u < 0.9, 0.5, 4.0))
+        hi = np.where(u < 0.6, 0.5, np.where(u < 0.9, 4.0, 64.0))
+        return np.exp(rng.uniform(np.log(lo), np.log(hi)))
+
     mean = rng.normal(0, 3, n)
+    if family == "gmm":
+        w = rng.dirichlet(np.ones(K), size=n)
+        means = mean[:, None] + rng.normal(0, 1.5, (n, K))
+        sc = scales((n, K))
+        comp = np.minimum((rng.random((n, 1)) > np.cumsum(w, axis=1)).sum(axis=1), K - 1)
+        r = np.arange(n)
+        y = means[r, comp] + sc[r, comp] * rng.standard_normal(n)
+        return dict(weight=w, mean=means, scale=sc), np.rint(y).astype(np.int32)
+    scale = scales(n)
     if family == "gaussian":
-        return dict(mean=mean, scale=scale), np.rint(mean + scale * rng.standard_normal(n)).astype(np.int32)
-    return dict(mean=mean, scale=scale), np.rint(mean + scale * rng.laplace(0, 1, n)).astype(np.int32)
+        y = mean + scale * rng.standard_normal(n)
+        return dict(mean=mean, scale=scale), np.rint(y).astype(np.int32)
+    if family == "laplace":
+        return dict(mean=mean, scale=scale), np.rint(mean + scale * rng.laplace(0, 1, n)).astype(np.int32)
+    beta = rng.uniform(0.5, 2.5, n)
+    g = rng.gamma(1.0 / beta, 1.0, n) ** (1.0 / beta) * np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    return dict(mean=mean, scale=scale, beta=beta), np.rint(mean + scale * g).astype(np.int32)
 
 
-@pytest.mark.parametrize("family", ["gaussian", "laplace"])
+def _interval_prob(sf, k, m, s):
+    a, b = (k - 0.5 - m) / s, (k + 0.5 - m) / s
+    return np.where(a > 0, sf(a) - sf(b), sf(-b) - sf(-a))
+
+
+@pytest.mark.parametrize("family", ["gaussian", "laplace", "gg", "gmm"])
 def test_rate_within_0p1_percent_of_ideal(family):
+    """Rate vs the ideal -log2 p under the continuous model with the *float* parameters."""
     from scipy import special, stats
 
     rng = np.random.default_rng(12)
@@ -415,9 +438,16 @@ def test_rate_within_0p1_percent_of_ideal(family):
     p, sym = _rate_sample(family, n, rng)
     data = E.encode(family, sym, E.quantize_params(family, **p))
     k = sym.astype(np.float64)
-    a, b = (k - 0.5 - p["mean"]) / p["scale"], (k + 0.5 - p["mean"]) / p["scale"]
-    sf = (lambda z: special.ndtr(-z)) if family == "gaussian" else stats.laplace.sf
-    prob = np.where(a > 0, sf(a) - sf(b), sf(-b) - sf(-a))
+    if family == "gaussian":
+        prob = _interval_prob(lambda z: special.ndtr(-z), k, p["mean"], p["scale"])
+    elif family == "laplace":
+        prob = _interval_prob(stats.laplace.sf, k, p["mean"], p["scale"])
+    elif family == "gg":
+        prob = _interval_prob(lambda z: stats.gennorm.sf(z, p["beta"]), k, p["mean"], p["scale"])
+    else:
+        w = p["weight"] / p["weight"].sum(1, keepdims=True)
+        prob = sum(w[:, q] * _interval_prob(lambda z: special.ndtr(-z), k, p["mean"][:, q], p["scale"][:, q])
+                   for q in range(w.shape[1]))
     ideal = -np.log2(np.maximum(prob, 1e-300)).sum()
     overhead = len(data) * 8 / ideal - 1
     assert overhead < 1e-3, overhead
