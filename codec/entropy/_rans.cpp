@@ -183,17 +183,19 @@ static double erf_series(double x) {  // x >= 0, absolute error ~1e-16
   double v = 1.12837916709551257390 * exp2_slow(-x2 * INV_LN2) * sum;
   return v > 1.0 ? 1.0 : v;
 }
-// regularized lower incomplete gamma P(a, x) via the all-positive series.
-static double gammap_series(double a, double x, double lg_a1) {
+// regularized lower incomplete gamma P(a, x) via the all-positive series;
+// inv[n] = 1 / (a + n) precomputed (n < GAMMA_TERMS).
+static constexpr int GAMMA_TERMS = 4000;
+static double gammap_series(double a, double x, double lg_a1, const double* inv) {
   if (x <= 0) return 0.0;
   double term = 1.0, sum = 0.0;
-  for (int n = 1; n < 5000; ++n) {
+  for (int n = 1; n < GAMMA_TERMS; ++n) {
     sum += term;
-    term = term * x / (a + (double)n);
+    term = term * x * inv[n];
     if (term < 1e-18 * sum) break;
   }
-  double lpre = (a * ln_slow(x) - x - lg_a1) * INV_LN2;
-  double v = exp2_slow(lpre) * sum;
+  double lpre = a * log2_fast(x) - (x + lg_a1) * INV_LN2;
+  double v = exp2_fast(lpre) * sum;
   return v > 1.0 ? 1.0 : v;
 }
 
@@ -263,6 +265,8 @@ static void init_tables() {
     BETAS[j] = beta;
     double a = 1.0 / beta;
     double lg_a1 = lgamma_slow(a + 1.0);  // ln Gamma(a+1)
+    std::vector<double> inva(GAMMA_TERMS);
+    for (int n = 1; n < GAMMA_TERMS; ++n) inva[n] = 1.0 / (a + (double)n);
     GGInfo& I = GGI[j];
     I.C0 = 0.5 * exp2_slow(-lg_a1 * INV_LN2);
     I.sbits = beta <= 1.0 ? 4 : (beta <= 2.0 ? 5 : 6);
@@ -280,9 +284,9 @@ static void init_tables() {
     for (int i = 0; i <= nint; ++i) {
       int e = I.e_lo + i / S, q = i % S;
       t[i] = pow2i(e) * (1.0 + (double)q / (double)S);
-      double x = exp2_slow(beta * log2_slow(t[i]));
-      f[i] = 0.5 * gammap_series(a, x, lg_a1);
-      ex[i] = exp2_slow(-x * INV_LN2);  // g'(t) = C0 exp(-t^beta)
+      double x = exp2_fast(beta * log2_fast(t[i]));
+      f[i] = 0.5 * gammap_series(a, x, lg_a1, inva.data());
+      ex[i] = exp2_fast(-x * INV_LN2);  // g'(t) = C0 exp(-t^beta)
       if (!found && 0.5 - f[i] < GG_TAIL_MASS) {
         ttail = t[i];
         found = true;
