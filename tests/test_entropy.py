@@ -461,3 +461,15 @@ def test_big_roundtrip_all_families_slow():
         p = random_params(fam, rng, n, K=8)
         codes = E.quantize_params(fam, **p)
         roundtrip(fam, random_symbols(p, rng, n), codes)
+
+
+def test_empty_and_scalar_shapes():
+    c = E.quantize_params("gaussian", mean=np.zeros(0), scale=np.ones(0))
+    assert E.decode("gaussian", E.encode("gaussian", np.zeros(0, np.int32), c), c).shape == (0,)
+    c = E.quantize_params("gaussian", mean=np.float64(0.3), scale=np.float64(2.0))
+    assert c["mean"].shape == ()
+    out = E.decode("gaussian", E.encode("gaussian", np.int32(5), c), c)
+    assert out.shape == () and int(out) == 5
+    assert E.encode_streams("gmm", [], []) == [] and E.decode_streams("gmm", [], []) == []
+    c = E.quantize_params("gmm", weight=np.ones((0, 3)), mean=np.zeros((0, 3)), scale=np.ones((0, 3)))
+    assert E.decode("gmm", E.encode("gmm", np.zeros(0, np.int32), c), c).shape == (0,)

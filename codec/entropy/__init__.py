@@ -169,7 +169,7 @@ def quantize_params(family: str, **params: Any) -> Dict[str, np.ndarray]:
         b = np.clip(b, _BETA_MIN, _BETA_MAX)
         j = np.rint(np.log(b / _BETA_MIN) * ((_N_BETAS - 1) / np.log(_BETA_MAX / _BETA_MIN)))
         out["beta"] = np.clip(j, 0, _N_BETAS - 1).astype(np.int32)
-    return {k: out[k] for k in _KEYS[family]}
+    return {k: np.asarray(out[k], dtype=np.int32) for k in _KEYS[family]}
 
 
 def _code_array(codes: Dict[str, Any], key: str, family: str) -> np.ndarray:
@@ -183,7 +183,7 @@ def _code_array(codes: Dict[str, Any], key: str, family: str) -> np.ndarray:
         if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
             raise EntropyCodingError(f"{family}: code array {key!r} out of int32 range")
         a = a.astype(np.int32)
-    return np.ascontiguousarray(a)
+    return np.asarray(a, order="C")
 
 
 def _check_codes(family: str, codes: Dict[str, Any]) -> Dict[str, np.ndarray]:
@@ -226,7 +226,7 @@ def dequantize_params(family: str, codes: Dict[str, Any]) -> Dict[str, np.ndarra
     out["scale"] = _SCALES[c["scale"]]
     if family == "gg":
         out["beta"] = _BETAS[c["beta"]]
-    return {k: out[k] for k in _KEYS[family]}
+    return {k: np.asarray(out[k], dtype=np.float64) for k in _KEYS[family]}
 
 
 def _param_shape(family: str, c: Dict[str, np.ndarray]) -> tuple:
@@ -250,7 +250,7 @@ def _prep_symbols(symbols: Any, shape: tuple) -> np.ndarray:
         if s.size and (s.min() < np.iinfo(np.int32).min or s.max() > np.iinfo(np.int32).max):
             raise EntropyCodingError("symbols out of int32 range")
         s = s.astype(np.int32)
-    return np.ascontiguousarray(s)
+    return np.asarray(s, order="C")
 
 
 def _stream_args(family: str, codes: Dict[str, Any]):
@@ -339,7 +339,7 @@ def _table_arrays(indexes, cdfs, cdf_lengths, offsets):
             raise EntropyCodingError(f"{name} must be {ndim}-D, got shape {a.shape}")
         if a.size and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
             raise EntropyCodingError(f"{name} out of int32 range")
-        return np.ascontiguousarray(a, dtype=np.int32)
+        return np.asarray(a, dtype=np.int32, order="C")
 
     idx = i32(indexes, "indexes")
     c = i32(cdfs, "cdfs", 2)
