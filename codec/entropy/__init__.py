@@ -221,7 +221,7 @@ def dequantize_params(family: str, codes: Dict[str, Any]) -> Dict[str, np.ndarra
     out: Dict[str, np.ndarray] = {}
     if family == "gmm":
         w = c["weight"].astype(np.float64)
-        out["weight"] = w / w.sum(axis=-1, keepdims=True)
+        out["weight"] = w * (1.0 / w.sum(axis=-1, keepdims=True))  # same operations as the coder
     out["mean"] = c["mean"].astype(np.float64) / _MEAN_ONE
     out["scale"] = _SCALES[c["scale"]]
     if family == "gg":
