@@ -415,6 +415,8 @@ K_MAX = 3         # kernel of the last block (first is 1)
 REDUCE = 1.5      # channel shrink per block
 LOWER = 8         # narrowest block
 LATER_LR = 0.3    # learning-rate factor of warm-started groups (smaller deltas)
+GRAD_CLIP = 0.5   # gradient-norm clipping (0: off)
+WARMUP = 100      # warm-up steps of group 0
 
 
 def plan_arch(width: int, height: int, frames: int, bpp: float, group: int, bits: int = DEFAULT_BITS) -> Arch:
@@ -990,6 +992,12 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
         if wcodes_flat is not None and steps is None:
             steps = {nm: step_from_code(torch.from_numpy(c)).reshape(s)
                      for (nm, _, s), c in zip(specs, _split_codes(wcodes_flat, specs))}
+        estep_ep = None
+        if steps is not None:  # embedding steps of this epoch: from every frame of the group
+            with torch.no_grad():
+                e_all = torch.cat([enc(xp[i:i + 8]) for i in range(0, n, 8)])
+                estep_ep = step_from_code(code_from_step(channel_steps(e_all.transpose(0, 1), EMB_BITS)))
+                estep_ep = estep_ep.reshape(1, -1, 1, 1)
         gen = torch.Generator().manual_seed((st.seed * 1_000_003 + gi) * 100_003 + ep)
         perm = torch.randperm(n, generator=gen)
         tot, cnt = 0.0, 0
@@ -997,15 +1005,14 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
             idx = perm[i:i + st.batch]
             base = st.lr if gi == 0 else st.lr * LATER_LR
             lr = base * 0.5 * (1 + math.cos(math.pi * sched_step / max(total_steps, 1)))
-            lr = lr * min(1.0, (sched_step + 1) / 20) if gi == 0 else lr
+            lr = lr * min(1.0, (sched_step + 1) / WARMUP) if gi == 0 else lr
             for pg in opt.param_groups:
                 pg["lr"] = lr
             sched_step += 1
             xb = xp[idx]
             e = enc(xb)
             if steps is not None:
-                estep = channel_steps(e.transpose(0, 1), EMB_BITS).reshape(1, -1, 1, 1)
-                e = fake_quant(e, estep)
+                e = fake_quant(e, estep_ep, 2 ** (EMB_BITS - 1) - 1)
                 qp = {nm: fake_quant(params[nm], steps[nm], levels) for nm in names}
                 y = torch.func.functional_call(dec, qp, (e,))
             else:
@@ -1013,6 +1020,8 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
             loss = F.mse_loss(y[:, :, :height, :width], xb[:, :, :height, :width])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if GRAD_CLIP:
+                torch.nn.utils.clip_grad_norm_(list(dec.parameters()) + list(enc.parameters()), GRAD_CLIP)
             opt.step()
             tot += float(loss.detach()) * len(idx)
             cnt += len(idx)
@@ -1043,7 +1052,7 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
         enc.train()
         ecodes = code_from_step(channel_steps(e.transpose(0, 1), EMB_BITS)).numpy().ravel()
         estep = step_from_code(torch.from_numpy(ecodes)).reshape(1, -1, 1, 1)
-        eq = torch.round(e / estep).to(torch.int64).numpy()
+        eq = torch.round(e / estep).clamp(-(2 ** (EMB_BITS - 1) - 1), 2 ** (EMB_BITS - 1) - 1).to(torch.int64).numpy()
     weights = ints if prev_ints is None else [a - b for a, b in zip(ints, prev_ints)]
     gd = GroupData(n, [w.astype(np.int32) for w in weights], ecodes.astype(np.uint8), eq.astype(np.int32))
     return wcodes_flat, ints, gd
