@@ -579,12 +579,22 @@ def _n_step_codes(specs) -> int:
 
 @torch.inference_mode()
 def _render(net: HNeRVDecoder, emb: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """Decoder network -> uint8 frames, in fixed batches (the one path encoder and decoder share)."""
+    """Decoder network -> uint8 frames, in fixed batches (the one path encoder and decoder share).
+
+    Runs on one torch thread: oneDNN's convolutions split their reductions differently
+    with more threads, which changes float32 rounding (measured on 176x144 frames), so the
+    thread count is pinned here and restored afterwards.
+    """
     out = []
-    for i in range(0, emb.shape[0], DECODE_BATCH):
-        y = net(emb[i:i + DECODE_BATCH].to(torch.float32))[:, :, :height, :width]
-        y = torch.round(y.clamp(0, 1) * 255.0).to(torch.uint8)
-        out.append(y.permute(0, 2, 3, 1).contiguous().numpy())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in range(0, emb.shape[0], DECODE_BATCH):
+            y = net(emb[i:i + DECODE_BATCH].to(torch.float32))[:, :, :height, :width]
+            y = torch.round(y.clamp(0, 1) * 255.0).to(torch.uint8)
+            out.append(y.permute(0, 2, 3, 1).contiguous().numpy())
+    finally:
+        torch.set_num_threads(threads)
     return np.concatenate(out)
 
 
