@@ -561,7 +561,8 @@ def _unpack_group(data: bytes, arch: Arch, specs, expect_frames: int, gi: int) -
 
 def _dequant(q: np.ndarray, codes: np.ndarray, sshape) -> torch.Tensor:
     step = step_from_code(torch.from_numpy(np.asarray(codes, dtype=np.int64))).reshape(sshape)
-    return torch.from_numpy(np.asarray(q, dtype=np.int32)).to(torch.float32) * step
+    q = np.ascontiguousarray(q, dtype=np.int32)
+    return (torch.from_numpy(q).to(torch.float32) * step).contiguous()
 
 
 def _split_codes(wcodes: np.ndarray, specs) -> list[np.ndarray]:
@@ -590,7 +591,10 @@ def _render(net: HNeRVDecoder, emb: torch.Tensor, height: int, width: int) -> np
     torch.set_num_threads(1)
     try:
         for i in range(0, emb.shape[0], DECODE_BATCH):
-            y = net(emb[i:i + DECODE_BATCH].to(torch.float32))[:, :, :height, :width]
+            # contiguous NCHW always: a channels-last input (what the encoder's convs emit)
+            # makes oneDNN pick other kernels, with other float32 rounding
+            x = emb[i:i + DECODE_BATCH].to(torch.float32).contiguous(memory_format=torch.contiguous_format)
+            y = net(x)[:, :, :height, :width]
             y = torch.round(y.clamp(0, 1) * 255.0).to(torch.uint8)
             out.append(y.permute(0, 2, 3, 1).contiguous().numpy())
     finally:
@@ -667,8 +671,6 @@ def iter_decode_video(data: bytes, groups=None, limits: Limits = DEFAULT_LIMITS)
     p = _parse(data, limits)
     want = None if groups is None else set(int(g) for g in groups)
     c = p.arch.cfg
-    net = HNeRVDecoder(c)
-    net.eval()
     ints = None
     last = len(p.groups) - 1 if want is None else max(want, default=-1)
     for gi in range(last + 1):
@@ -681,6 +683,7 @@ def iter_decode_video(data: bytes, groups=None, limits: Limits = DEFAULT_LIMITS)
                 raise NcfError(f"g{gi}: accumulated weights overflow")
         if want is not None and gi not in want:
             continue
+        net = HNeRVDecoder(c).eval()  # a fresh module per group: the encoder renders the same way
         _load_weights(net, p.specs, [_dequant(q, codes, s) for q, codes, (_, _, s) in zip(ints, p.wcodes, p.specs)])
         emb = _dequant(g.emb, g.emb_codes, (1, c.c_emb, 1, 1))
         yield gi, _render(net, emb, p.header.height, p.header.width)
@@ -852,7 +855,23 @@ def _groups_of(source, frames, size, group):
         yield np.stack(buf)
 
 
-def encode_video(source, *, bpp: float | None = None, quality: float | None = None, frames: int | None = None,
+def encode_video(source, *, threads: int | None = None, **kwargs) -> bytes:
+    """Fit the INR to ``source`` and return .ncf bytes; see :func:`_encode_video` for the
+    arguments. ``threads``: torch threads for the fit (restored afterwards); on a loaded
+    2-core machine 1 thread was 15x faster than 2 (oversubscription)."""
+    if threads is None:
+        return _encode_video(source, **kwargs)
+    if threads < 1:
+        raise NeurocodecError("threads must be >= 1")
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        return _encode_video(source, **kwargs)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _encode_video(source, *, bpp: float | None = None, quality: float | None = None, frames: int | None = None,
                  size=None, epochs: int | None = None, resume_dir=None, progress: bool = True,
                  group: int | None = None, bits: int = DEFAULT_BITS, seed: int = 0, model: str | None = None,
                  lr: float = 1e-2, batch: int = 2,
@@ -942,7 +961,9 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
                                                wcodes_flat, prev_ints, res, bar)
             if _recon is not None:
                 c = arch.cfg
-                _recon.append(_render(dec, _dequant(gd.emb, gd.emb_codes, (1, c.c_emb, 1, 1)), height, width))
+                fresh = HNeRVDecoder(c).eval()
+                fresh.load_state_dict(dec.state_dict())
+                _recon.append(_render(fresh, _dequant(gd.emb, gd.emb_codes, (1, c.c_emb, 1, 1)), height, width))
             payload = _pack_group(gd)
             payloads.append(payload)
             prev_ints = ints
