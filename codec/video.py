@@ -1036,7 +1036,7 @@ def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcode
             idx = perm[i:i + st.batch]
             base = st.lr if gi == 0 else st.lr * LATER_LR
             lr = base * 0.5 * (1 + math.cos(math.pi * sched_step / max(total_steps, 1)))
-            lr = lr * min(1.0, (sched_step + 1) / WARMUP) if gi == 0 else lr
+            lr = lr * min(1.0, (sched_step + 1) / max(1, min(WARMUP, total_steps // 20))) if gi == 0 else lr
             for pg in opt.param_groups:
                 pg["lr"] = lr
             sched_step += 1
