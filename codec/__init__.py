@@ -6,6 +6,9 @@ Public API (what the CLI, the GUI and users import):
   PIL image or HxWx3 uint8 array; quality is continuous in [1, 8] (1 = smallest file).
 - ``decode_image(data) -> np.ndarray``: .ncf bytes back to an HxWx3 uint8 RGB array,
   bit-exactly the encoder's reconstruction.
+- ``encode_video(path, bpp=None, quality=None, frames=None, size=None, epochs=None) -> bytes``:
+  fit the INR video codec (HNeRV-style, groups of frames) to a clip PyAV can read.
+- ``decode_video(data) -> np.ndarray``: (T, H, W, 3) uint8 frames, bit-exact.
 - ``read_info(data_or_path) -> dict``: the header of an .ncf file, its sections and bpp.
 - ``list_models() -> list[dict]``: every registered preset, whether its weights are shipped.
 
@@ -21,11 +24,12 @@ from pathlib import Path
 # must not pay for importing torch and the models.
 _LAZY = {
     "encode_image": "codec.image", "decode_image": "codec.image",
+    "encode_video": "codec.video", "decode_video": "codec.video",
     "list_models": "codec.zoo",
     "NcfError": "codec.container", "EntropyCodingError": "codec.entropy",
     "NeurocodecError": "codec.errors", "WeightsError": "codec.errors",
 }
-__all__ = ["encode_image", "decode_image", "read_info", "list_models",
+__all__ = ["encode_image", "decode_image", "encode_video", "decode_video", "read_info", "list_models",
            "NcfError", "NeurocodecError", "WeightsError", "EntropyCodingError"]
 
 

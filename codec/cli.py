@@ -13,38 +13,80 @@ import time
 from io import BytesIO
 
 from codec import files
+from codec.errors import NeurocodecError
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
 def _cmd_encode(args) -> int:
-    from codec.image import encode_image
+    from codec.video import is_video
 
     files.check_output(args.output, args.force, (args.input,))
+    if args.input != files.STDIO and is_video(args.input):
+        return _encode_video(args)
+    from codec.image import encode_image
+
+    if args.bpp is not None:
+        raise NeurocodecError("--bpp applies to videos; images take --quality")
+    quality = 4.0 if args.quality is None else args.quality
     source = files.read_bytes(args.input)
     t0 = time.perf_counter()
-    data = encode_image(BytesIO(source), model=args.model, quality=args.quality)
+    data = encode_image(BytesIO(source), model=args.model, quality=quality)
     seconds = time.perf_counter() - t0
     if args.verify:
-        _verify(data, BytesIO(source), args)
+        _verify(data, BytesIO(source), args.model, quality)
     files.write_atomic(args.output, data)
-    if args.output != files.STDIO:
-        import codec
-
-        info = codec.read_info(data)
-        print(f"{args.output}: {info['width']}x{info['height']} {info['model']} q={info['quality']:g} "
-              f"{len(data)} bytes, {info['bpp']:.4f} bpp, {seconds:.2f} s", file=sys.stderr)
+    _report(args.output, data, seconds)
     return 0
 
 
-def _verify(data: bytes, source, args) -> None:
+def _encode_video(args) -> int:
+    """Fit the INR video codec; its training state lives in OUT.resume/ until the file is written."""
+    import shutil
+    from pathlib import Path
+
+    from codec.video import decode_video, encode_video
+
+    if args.output == files.STDIO:
+        raise NeurocodecError("video encoding needs an output file (its resume state is kept beside it)")
+    resume_dir = Path(args.output + ".resume")
+    if resume_dir.exists() and not args.resume:
+        shutil.rmtree(resume_dir)
+    t0 = time.perf_counter()
+    try:
+        data = encode_video(args.input, bpp=args.bpp, quality=args.quality, frames=args.frames,
+                            size=args.size, epochs=args.epochs, model=args.model, resume_dir=resume_dir)
+    except KeyboardInterrupt:
+        print(f"neurocodec: interrupted; rerun the same command with --resume to continue "
+              f"(state in {resume_dir})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    seconds = time.perf_counter() - t0
+    if args.verify:
+        decode_video(data)  # raises if the stream does not decode
+    files.write_atomic(args.output, data)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    _report(args.output, data, seconds)
+    return 0
+
+
+def _report(output: str, data: bytes, seconds: float) -> None:
+    if output == files.STDIO:
+        return
+    import codec
+
+    info = codec.read_info(data)
+    frames = f" x {info['frames']} frames" if info["media"] == "video" else ""
+    print(f"{output}: {info['width']}x{info['height']}{frames} {info['model']} q={info['quality']:g} "
+          f"{len(data)} bytes, {info['bpp']:.4f} bpp, {seconds:.2f} s", file=sys.stderr)
+
+
+def _verify(data: bytes, source, model: str | None, quality: float) -> None:
     """Decode what was just written and compare with the encoder's own reconstruction."""
     import numpy as np
 
-    from codec.errors import NeurocodecError
     from codec.image import decode_image, reconstruct
 
-    if not np.array_equal(decode_image(data), reconstruct(source, args.model, args.quality)):
+    if not np.array_equal(decode_image(data), reconstruct(source, model, quality)):
         raise NeurocodecError("verification failed: the decoded image differs from the encoder's "
                               "reconstruction (non-deterministic model arithmetic?); nothing written")
 
@@ -52,20 +94,33 @@ def _verify(data: bytes, source, args) -> None:
 def _cmd_decode(args) -> int:
     from pathlib import Path
 
-    from codec.image import decode_image, save_image
+    from codec.container import MediaKind, read_header
 
     files.check_output(args.output, args.force, (args.input,))
     data = files.read_bytes(args.input)
+    if read_header(data).media == MediaKind.VIDEO:
+        return _decode_video(data, args.output)
+    from codec.image import decode_image, save_image
+
     rgb = decode_image(data)
     fmt = "PNG" if args.output == files.STDIO else _image_format(Path(args.output).suffix)
     files.write_atomic(args.output, save_image(rgb, fmt))
     return 0
 
 
+def _decode_video(data: bytes, output: str) -> int:
+    """Frames to .y4m/.mkv (lossless), .mp4 (x264, for viewing) or a folder of PNGs, atomically."""
+    from codec.video import decode_video, video_fps_of, write_frames
+
+    if output == files.STDIO:
+        raise NeurocodecError("decoding a video needs an output file or folder (.y4m, .mkv, .mp4, dir/)")
+    frames = decode_video(data)
+    files.write_atomic_with(output, lambda tmp: write_frames(frames, tmp, video_fps_of(data)))
+    return 0
+
+
 def _image_format(suffix: str) -> str:
     from PIL import Image
-
-    from codec.errors import NeurocodecError
 
     Image.init()
     fmt = Image.EXTENSION.get(suffix.lower())
@@ -113,19 +168,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"neurocodec {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("encode", help="compress an image into an .ncf file")
-    p.add_argument("input", help="image file (PNG, JPEG, WebP, TIFF, ...) or - for stdin")
+    p = sub.add_parser("encode", help="compress an image or a video into an .ncf file")
+    p.add_argument("input", help="image file (PNG, JPEG, WebP, TIFF, ...; - for stdin) or video file (MP4, MKV, Y4M, ...)")
     p.add_argument("-o", "--output", required=True, help=".ncf file to write, or - for stdout")
     p.add_argument("--model", default=None, help="model preset (see `neurocodec models`; default: the shipped default)")
-    p.add_argument("--quality", type=float, default=4.0,
+    p.add_argument("--quality", type=float, default=None,
                    help="1 (smallest file) to 8 (best quality), fractions allowed (default 4)")
     p.add_argument("--verify", action="store_true", help="decode the result and fail if it differs from the encoder's reconstruction")
+    v = p.add_argument_group("video (the input is detected as a video by PyAV)")
+    v.add_argument("--bpp", type=float, default=None, help="target bits per pixel instead of --quality")
+    v.add_argument("--frames", type=int, default=None, help="encode only the first N frames")
+    v.add_argument("--size", default=None, help="resize frames to WxH first, e.g. 320x180")
+    v.add_argument("--epochs", type=int, default=None, help="training epochs of the first group of frames")
+    v.add_argument("--resume", action="store_true", help="continue an interrupted video encode from OUT.resume/")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_encode)
 
-    p = sub.add_parser("decode", help="decode an .ncf file to an image")
+    p = sub.add_parser("decode", help="decode an .ncf file to an image or a video")
     p.add_argument("input", help=".ncf file or - for stdin")
-    p.add_argument("-o", "--output", required=True, help="image to write; the type follows the extension (.png recommended), - writes PNG to stdout")
+    p.add_argument("-o", "--output", required=True,
+                   help="image: type from the extension (.png recommended; - writes PNG to stdout); "
+                        "video: .y4m or .mkv (lossless), .mp4 (x264, for viewing) or a folder for PNG frames")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_decode)
 

@@ -36,8 +36,6 @@ def check_output(path: str, force: bool, inputs: tuple[str, ...] = ()) -> None:
     for inp in inputs:
         if inp != STDIO and out.exists() and Path(inp).exists() and os.path.samefile(inp, out):
             raise NeurocodecError(f"output {path} is the input file; refusing to overwrite it")
-    if out.is_dir():
-        raise NeurocodecError(f"output {path} is a directory")
     if out.exists() and not force:
         raise NeurocodecError(f"output {path} exists; use --force to replace it")
     parent = out.parent if str(out.parent) else Path(".")
@@ -45,6 +43,28 @@ def check_output(path: str, force: bool, inputs: tuple[str, ...] = ()) -> None:
         raise NeurocodecError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise NeurocodecError(f"output folder {parent} is not writable")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic_with(path: str, write) -> None:
+    """Let `write(tmp_path)` produce a file or folder beside `path`, then rename it into place."""
+    import shutil
+
+    out = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if str(out.parent) else "."))
+    target = tmp / (out.name if out.suffix else "frames")
+    try:
+        write(target)
+        if out.is_dir():
+            shutil.rmtree(out)
+        os.replace(target, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -60,6 +80,7 @@ def write_atomic(path: str, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from codec.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +80,18 @@ def test_stdin_stdout_through_the_console_script(small_png):
     assert img.shape == (64, 80, 3)
     bad = subprocess.run(run + ["decode", "-", "-o", "-"], input=b"garbage", capture_output=True)
     assert bad.returncode == 1 and b"Traceback" not in bad.stderr and bad.stdout == b""
+
+
+def test_video_encode_decode_through_the_cli(tmp_path, capsys):
+    clip = ROOT.parent / "shared" / "data" / "video" / "carphone_176x144.mp4"
+    ncf, y4m = tmp_path / "clip.ncf", tmp_path / "clip.y4m"
+    assert main(["encode", str(clip), "-o", str(ncf), "--frames", "2", "--size", "32x32", "--epochs", "2"]) == 0
+    assert not (tmp_path / "clip.ncf.resume").exists()
+    capsys.readouterr()
+    assert main(["info", str(ncf), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["media"], info["frames"], info["width"]) == ("video", 2, 32)
+    assert main(["decode", str(ncf), "-o", str(y4m)]) == 0
+    assert y4m.read_bytes().startswith(b"YUV4MPEG2 ")
+    assert main(["decode", str(ncf), "-o", str(tmp_path / "frames")]) == 0
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["frame_00000.png", "frame_00001.png"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +135,18 @@ def test_file_made_with_other_weights_is_refused(photo):
     forged = write_container(dataclasses.replace(header, weights_hash=bytes(8)), sections)
     with pytest.raises(WeightsError, match="weights"):
         decode_image(forged)
+
+
+@pytest.mark.slow
+def test_large_photo_decodes_identically_with_1_and_2_threads():
+    """oneDNN made this 2572x1740 photo differ between thread counts; the pipeline avoids it."""
+    path = sorted((Path(__file__).resolve().parents[2] / "shared" / "data" / "train").glob("*.jpg"))[3]
+    data = encode_image(path, quality=5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = decode_image(data)
+        torch.set_num_threads(2)
+        assert np.array_equal(one, decode_image(data))
+    finally:
+        torch.set_num_threads(before)
