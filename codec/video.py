@@ -44,6 +44,8 @@ import torch.nn.functional as F
 from codec import entropy
 from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, Section, get_section,
                              read_container, write_container)
+from codec.container._wire import encode_uvarint as _uv
+from codec.container._wire import zigzag_encode
 from codec.errors import NeurocodecError
 from models.inr import (EmbeddingEncoder, HNeRVConfig, HNeRVDecoder, channel_steps, code_from_step,
                         count_params, default_channels, default_kernels, fake_quant, step_from_code,
@@ -265,22 +267,8 @@ def write_frames(frames: np.ndarray, path, fps=30) -> None:
 # =============================================================== byte helpers
 
 
-def _uv(v: int) -> bytes:
-    if v < 0:
-        raise ValueError("uvarint must be >= 0")
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _sv(v: int) -> bytes:
-    return _uv((v << 1) ^ (v >> 63) if v < 0 else v << 1)
+    return _uv(zigzag_encode(v))
 
 
 class _Reader:

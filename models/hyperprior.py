@@ -21,6 +21,17 @@ DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.180
 SCALE_BOUND = 0.11  # lower bound on the Gaussian scale, as in CompressAI
 
 
+def interpolate_levels(log_table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Rows of a per-level table of logs at fractional quality (B,) in [1, levels], exponentiated:
+    integer qualities pick a level, fractions interpolate geometrically between neighbours."""
+    levels = log_table.shape[0]
+    q = quality.clamp(1, levels) - 1
+    lo = q.floor().long().clamp(max=levels - 1)
+    hi = (lo + 1).clamp(max=levels - 1)
+    t = (q - lo.to(q.dtype)).view(-1, *([1] * (log_table.dim() - 1)))
+    return torch.exp(log_table[lo] * (1 - t) + log_table[hi] * t)
+
+
 class GainUnit(nn.Module):
     """Per-level channel gains; quality q in [1, levels] picks or interpolates them."""
 
@@ -31,15 +42,25 @@ class GainUnit(nn.Module):
 
     def forward(self, quality: torch.Tensor) -> torch.Tensor:
         """quality: (B,) float tensor in [1, levels]; returns (B, C, 1, 1) gains."""
-        q = quality.clamp(1, self.levels) - 1
-        lo = q.floor().long().clamp(max=self.levels - 1)
-        hi = (lo + 1).clamp(max=self.levels - 1)
-        t = (q - lo.to(q.dtype)).unsqueeze(1)
-        log_g = self.log_gain[lo] * (1 - t) + self.log_gain[hi] * t
-        return log_g.exp()[:, :, None, None]
+        return interpolate_levels(self.log_gain, quality)[:, :, None, None]
 
 
-class MeanScaleHyperprior(nn.Module):
+class VariableRate:
+    """Mixin for models trained over `self.lambdas` (one rate point per quality level)."""
+
+    lambdas: tuple
+
+    @property
+    def levels(self) -> int:
+        return len(self.lambdas)
+
+    def lambda_for(self, quality: torch.Tensor) -> torch.Tensor:
+        """The trade-off a (fractional) quality was trained for, log-interpolated."""
+        log_l = torch.log(torch.tensor(self.lambdas, dtype=quality.dtype))
+        return interpolate_levels(log_l, quality)
+
+
+class MeanScaleHyperprior(VariableRate, nn.Module):
     """Balle-style GDN transforms, a factorized prior on z and a Gaussian N(mean, scale) on y."""
 
     likelihood = "gaussian"
@@ -66,19 +87,6 @@ class MeanScaleHyperprior(nn.Module):
         self.inverse_gain = GainUnit(levels, M)
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None, scale_bound=SCALE_BOUND)
-
-    @property
-    def levels(self) -> int:
-        return len(self.lambdas)
-
-    def lambda_for(self, quality: torch.Tensor) -> torch.Tensor:
-        """The trade-off a (fractional) quality was trained for, log-interpolated."""
-        log_l = torch.log(torch.tensor(self.lambdas, dtype=quality.dtype))
-        q = quality.clamp(1, self.levels) - 1
-        lo = q.floor().long().clamp(max=self.levels - 1)
-        hi = (lo + 1).clamp(max=self.levels - 1)
-        t = q - lo.to(q.dtype)
-        return torch.exp(log_l[lo] * (1 - t) + log_l[hi] * t)
 
     # --- the pieces the codec pipeline calls, in order -------------------------------
     def analysis(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models.utils import conv, deconv
 
-from models.hyperprior import DEFAULT_LAMBDAS, GainUnit
+from models.hyperprior import DEFAULT_LAMBDAS, GainUnit, VariableRate
 from models.likelihoods import MultivariateGaussianMixture, make_family, univariate_of
 
 MLIC_PRESETS: dict[str, dict] = {
@@ -199,7 +199,7 @@ def checkerboard(h: int, w: int, device=None) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- model
-class MLIC(nn.Module):
+class MLIC(VariableRate, nn.Module):
     stride = 64  # y at stride 16, z at stride 64
 
     def __init__(self, N: int = 64, M: int = 128, slices: int = 4, Nz: int | None = None,
@@ -265,19 +265,6 @@ class MLIC(nn.Module):
         self.anchor_head = nn.ModuleList(_head(3 * c2, P) for _ in range(slices))
         self.nonanchor_head = nn.ModuleList(_head(5 * c2, P) for _ in range(slices))
         self.lrp = nn.ModuleList(_head(3 * c2 + Cs, Cs) for _ in range(slices))
-
-    # --- variable rate (as models/hyperprior.py) -------------------------------------
-    @property
-    def levels(self) -> int:
-        return len(self.lambdas)
-
-    def lambda_for(self, quality: torch.Tensor) -> torch.Tensor:
-        log_l = torch.log(torch.tensor(self.lambdas, dtype=quality.dtype))
-        q = quality.clamp(1, self.levels) - 1
-        lo = q.floor().long().clamp(max=self.levels - 1)
-        hi = (lo + 1).clamp(max=self.levels - 1)
-        t = q - lo.to(q.dtype)
-        return torch.exp(log_l[lo] * (1 - t) + log_l[hi] * t)
 
     # --- the pieces the codec calls -------------------------------------------------
     def analysis(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:

@@ -34,17 +34,18 @@ def test_decode_equals_model_reconstruction(photo):
     assert np.array_equal(decode_image(data), reconstruct(photo, quality=4))
 
 
-def test_decode_is_deterministic_across_runs_and_thread_counts(photo):
-    data = encode_image(photo, quality=6.5)
+def _decode_with_threads(data: bytes, threads: int) -> np.ndarray:
     before = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        one = decode_image(data)
-        torch.set_num_threads(2)
-        two = decode_image(data)
-        again = decode_image(data)
+        torch.set_num_threads(threads)
+        return decode_image(data)
     finally:
         torch.set_num_threads(before)
+
+
+def test_decode_is_deterministic_across_runs_and_thread_counts(photo):
+    data = encode_image(photo, quality=6.5)
+    one, two, again = (_decode_with_threads(data, n) for n in (1, 2, 2))
     assert np.array_equal(one, two) and np.array_equal(two, again)
 
 
@@ -142,11 +143,4 @@ def test_large_photo_decodes_identically_with_1_and_2_threads():
     """oneDNN made this 2572x1740 photo differ between thread counts; the pipeline avoids it."""
     path = sorted((Path(__file__).resolve().parents[2] / "shared" / "data" / "train").glob("*.jpg"))[3]
     data = encode_image(path, quality=5)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = decode_image(data)
-        torch.set_num_threads(2)
-        assert np.array_equal(one, decode_image(data))
-    finally:
-        torch.set_num_threads(before)
+    assert np.array_equal(_decode_with_threads(data, 1), _decode_with_threads(data, 2))
