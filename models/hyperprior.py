@@ -32,13 +32,24 @@ def interpolate_levels(log_table: torch.Tensor, quality: torch.Tensor) -> torch.
     return torch.exp(log_table[lo] * (1 - t) + log_table[hi] * t)
 
 
+def gain_init(lambdas, inverse: bool = False) -> torch.Tensor:
+    """Initial log gains: at high rate the MSE-optimal quantization step scales as
+    lambda^-1/2, so the gain before rounding starts at (lambda / lambda_mid)^1/2 and the
+    inverse gain at its reciprocal. Starting from equal gains, as we first did, the levels
+    never separated on CPU budgets: every quality gave the same rate."""
+    log_l = torch.log(torch.tensor(lambdas, dtype=torch.float32))
+    log_g = 0.5 * (log_l - log_l.mean())
+    return -log_g if inverse else log_g
+
+
 class GainUnit(nn.Module):
     """Per-level channel gains; quality q in [1, levels] picks or interpolates them."""
 
-    def __init__(self, levels: int, channels: int):
+    def __init__(self, levels: int, channels: int, init: torch.Tensor | None = None):
         super().__init__()
         self.levels = levels
-        self.log_gain = nn.Parameter(torch.zeros(levels, channels))
+        start = torch.zeros(levels, channels) if init is None else init.view(levels, 1).expand(levels, channels)
+        self.log_gain = nn.Parameter(start.clone())
 
     def forward(self, quality: torch.Tensor) -> torch.Tensor:
         """quality: (B,) float tensor in [1, levels]; returns (B, C, 1, 1) gains."""
@@ -83,8 +94,8 @@ class MeanScaleHyperprior(VariableRate, nn.Module):
             deconv(N, M), nn.LeakyReLU(inplace=True),
             deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
             conv(M * 3 // 2, M * 2, stride=1, kernel_size=3))
-        self.gain = GainUnit(levels, M)
-        self.inverse_gain = GainUnit(levels, M)
+        self.gain = GainUnit(levels, M, gain_init(self.lambdas))
+        self.inverse_gain = GainUnit(levels, M, gain_init(self.lambdas, inverse=True))
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None, scale_bound=SCALE_BOUND)
 

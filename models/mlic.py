@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models.utils import conv, deconv
 
-from models.hyperprior import DEFAULT_LAMBDAS, GainUnit, VariableRate
+from models.hyperprior import DEFAULT_LAMBDAS, GainUnit, VariableRate, gain_init
 from models.likelihoods import MultivariateGaussianMixture, make_family, univariate_of
 
 MLIC_PRESETS: dict[str, dict] = {
@@ -244,8 +244,8 @@ class MLIC(VariableRate, nn.Module):
         self.h_s = nn.Sequential(
             deconv(Nz, N, 5, 2), nn.GELU(), deconv(N, N, 5, 2), nn.GELU(),
             conv(N, 2 * M, 3, 1))
-        self.gain = GainUnit(len(self.lambdas), M)
-        self.inverse_gain = GainUnit(len(self.lambdas), M)
+        self.gain = GainUnit(len(self.lambdas), M, gain_init(self.lambdas))
+        self.inverse_gain = GainUnit(len(self.lambdas), M, gain_init(self.lambdas, inverse=True))
         self.entropy_bottleneck = EntropyBottleneck(Nz)
 
         c2 = 2 * Cs
