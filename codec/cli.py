@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import warnings
 
 from io import BytesIO
 
@@ -220,10 +222,15 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # compressai's import triggers torch's deprecation notice about torch.jit.script: not the user's concern
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # e.g. `neurocodec models | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("neurocodec: interrupted; nothing written", file=sys.stderr)
         return EXIT_INTERRUPTED
