@@ -57,7 +57,8 @@ class GainUnit(nn.Module):
 
 
 class VariableRate:
-    """Mixin for models trained over `self.lambdas` (one rate point per quality level)."""
+    """Mixin for models trained over `self.lambdas` (one rate point per quality level) with a
+    factorized prior `self.entropy_bottleneck` on z."""
 
     lambdas: tuple
 
@@ -69,6 +70,19 @@ class VariableRate:
         """The trade-off a (fractional) quality was trained for, log-interpolated."""
         log_l = torch.log(torch.tensor(self.lambdas, dtype=quality.dtype))
         return interpolate_levels(log_l, quality)
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def rd_loss(self, x: torch.Tensor, quality: torch.Tensor, out: dict) -> dict:
+        """Per-sample lambda * 255^2 * MSE + bpp, averaged over the batch."""
+        num_pixels = x.shape[2] * x.shape[3]
+        bits = sum(torch.log(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
+        bpp = -bits / (math.log(2) * num_pixels)
+        mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
+        lam = self.lambda_for(quality).to(x.dtype)
+        loss = (lam * 255**2 * mse + bpp).mean()
+        return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}
 
 
 class MeanScaleHyperprior(VariableRate, nn.Module):
@@ -125,16 +139,3 @@ class MeanScaleHyperprior(VariableRate, nn.Module):
         y_hat = torch.round(y - means).detach() + (y - means) - (y - means).detach() + means
         x_hat = self.synthesis(y_hat, quality)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
-
-    def aux_loss(self) -> torch.Tensor:
-        return self.entropy_bottleneck.loss()
-
-    def rd_loss(self, x: torch.Tensor, quality: torch.Tensor, out: dict) -> dict:
-        """Per-sample lambda * 255^2 * MSE + bpp, averaged over the batch."""
-        num_pixels = x.shape[2] * x.shape[3]
-        bits = sum(torch.log(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
-        bpp = -bits / (math.log(2) * num_pixels)
-        mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
-        lam = self.lambda_for(quality).to(x.dtype)
-        loss = (lam * 255**2 * mse + bpp).mean()
-        return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}

@@ -59,7 +59,6 @@ torch.no_grad() / torch.inference_mode().
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -372,19 +371,6 @@ class MLIC(VariableRate, nn.Module):
             y_hat = stop.value
         x_hat = self.synthesis(y_hat, quality)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
-
-    def aux_loss(self) -> torch.Tensor:
-        return self.entropy_bottleneck.loss()
-
-    def rd_loss(self, x: torch.Tensor, quality: torch.Tensor, out: dict) -> dict:
-        """Per-sample lambda * 255^2 * MSE + bpp, averaged over the batch."""
-        num_pixels = x.shape[2] * x.shape[3]
-        bits = sum(torch.log(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
-        bpp = -bits / (math.log(2) * num_pixels)
-        mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
-        lam = self.lambda_for(quality).to(x.dtype)
-        loss = (lam * 255**2 * mse + bpp).mean()
-        return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}
 
 
 def build_mlic(preset: str, likelihood: str = "gaussian", **kwargs) -> MLIC:
