@@ -755,13 +755,10 @@ static void validate_stream(int fam, const StreamIn& st) {
   }
 }
 
-static void run_stream(int fam, StreamIn& st, bool encode, const Ctx& c) {
-  auto go = [&](const auto& mdl) {
-    if (encode)
-      st.words = encode_impl(mdl, st.sym, st.n, c);
-    else
-      decode_impl(mdl, st.words.data(), st.words.size(), st.out, st.n, c);
-  };
+// Calls go(model) with the family's model over a stream's parameter arrays; the one place
+// that maps (family, K) to a model, shared by coding and the CDF introspection helper.
+template <class Go>
+static void with_model(int fam, const StreamIn& st, Go&& go) {
   if (fam == GAUSSIAN || (fam == GMM && st.K == 1)) {
     // K = 1 mixtures are exactly Gaussians (same bytes)
     GaussModel m;
@@ -787,6 +784,16 @@ static void run_stream(int fam, StreamIn& st, bool encode, const Ctx& c) {
     m.K = st.K;
     go(m);
   }
+}
+
+static void run_stream(int fam, StreamIn& st, bool encode, const Ctx& c) {
+  auto go = [&](const auto& mdl) {
+    if (encode)
+      st.words = encode_impl(mdl, st.sym, st.n, c);
+    else
+      decode_impl(mdl, st.words.data(), st.words.size(), st.out, st.n, c);
+  };
+  with_model(fam, st, go);
 }
 
 static void run_all(std::vector<StreamIn>& streams, int threads, const std::function<void(StreamIn&)>& fn) {
@@ -1048,30 +1055,7 @@ py::tuple py_symbol_cdf(int fam, std::vector<IArr> params, int K, int prec) {
     cdf.push_back(c.M);
   };
   StreamIn& st = streams[0];
-  if (fam == GAUSSIAN || (fam == GMM && K == 1)) {
-    GaussModel m;
-    m.mean = fam == GMM ? st.p[1] : st.p[0];
-    m.scale = fam == GMM ? st.p[2] : st.p[1];
-    go(m);
-  } else if (fam == LAPLACE) {
-    LaplaceModel m;
-    m.mean = st.p[0];
-    m.scale = st.p[1];
-    go(m);
-  } else if (fam == GG) {
-    GGModel m;
-    m.mean = st.p[0];
-    m.scale = st.p[1];
-    m.beta = st.p[2];
-    go(m);
-  } else {
-    GMMModel m;
-    m.weight = st.p[0];
-    m.mean = st.p[1];
-    m.scale = st.p[2];
-    m.K = K;
-    go(m);
-  }
+  with_model(fam, st, go);
   py::array_t<int64_t> a((py::ssize_t)cdf.size());
   for (size_t i = 0; i < cdf.size(); ++i) a.mutable_data()[i] = cdf[i];
   return py::make_tuple(lo, mode, a);
