@@ -123,7 +123,8 @@ def train(run_dir: str | Path, cfg: dict, build_model, resume: bool = True,
             quality = torch.rand(x.shape[0]) * (model.levels - 1) + 1
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
-            out = model(x, quality)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.get("bf16", False)):
+                out = model(x, quality)
             losses = model.rd_loss(x, quality, out)
             opt.zero_grad()
             losses["loss"].backward()
