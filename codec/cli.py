@@ -203,12 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_models)
 
-    try:
-        from codec.evaluate import register_cli
-    except ImportError:
-        pass
-    else:
-        register_cli(sub)
+    from codec import evaluate, train
+
+    evaluate.register_cli(sub)
+    train.register_cli(sub)
     return parser
 
 

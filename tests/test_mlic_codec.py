@@ -1,6 +1,6 @@
 """MLIC models through real .ncf files, with randomly initialised weights.
 
-The weights are exported with codec.train.export_weights into a temporary weights folder
+The weights are exported with codec.train.write_weights into a temporary weights folder
 (NEUROCODEC_WEIGHTS), so these tests need no trained MLIC weights. Untrained models give
 wide latents: values outside the coder's support must be escaped and coded exactly.
 """
@@ -17,7 +17,7 @@ from codec import zoo
 from codec.container import read_container, write_container
 from codec.errors import NeurocodecError, WeightsError
 from codec.image import decode_image, encode_image, reconstruct
-from codec.train import export_weights
+from codec.train import write_weights
 
 FAMILIES = ("gaussian", "gg", "gmm", "mvgmm")
 TINY = [f"mlic-tiny-{f}" for f in FAMILIES]
@@ -27,11 +27,7 @@ def _export_random(weights_dir, name: str, seed: int) -> None:
     """A randomly initialised preset, exported like a trained one (CDF tables, manifest entry)."""
     torch.manual_seed(seed)
     model = zoo.get_preset(name).build()
-    run = weights_dir / f"run-{name}-{seed}"
-    run.mkdir()
-    torch.save({"model": model.state_dict(), "config": {"seed": seed}, "step": 0, "elapsed": 0.0},
-               run / "checkpoint.pt")
-    export_weights(run, name, weights_dir)
+    write_weights(model, name, weights_dir / f"{name}.safetensors", "float32")
 
 
 def _use_weights(monkeypatch, folder) -> None:
