@@ -62,6 +62,7 @@ def read_info(data: bytes | str | Path, limits=None) -> dict:
         "height": header.height,
         "padded": [header.pad_width, header.pad_height],
         "frames": header.frames,
+        "fps": header.fps_num / header.fps_den if header.fps_num and header.fps_den else None,
         "color": header.color,
         "quality": header.quality,
         "coder": dict(header.coder),
