@@ -221,18 +221,17 @@ def build_app(root: Path):
         with gr.Tab("Image"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(type="numpy", image_mode="RGB", label="Image", elem_id="image-in")
+                    image = gr.Image(type="numpy", image_mode="RGB", label="Image", elem_id="image-in", height=340)
                     if EXAMPLE.is_file():
                         gr.Examples([[str(EXAMPLE)]], inputs=image, label="Example (Kodak kodim23)")
                     model = gr.Dropdown(models, value=models[0] if models else None, label="Model")
                     quality = gr.Slider(1, 8, value=4, step=0.1, label="Quality (1 = smallest file, 8 = best)")
                     compress = gr.Button("Compress", variant="primary", elem_id="compress")
+                    ncf_out = gr.File(label="Compressed .ncf")
                 with gr.Column():
-                    slider = gr.ImageSlider(label="Original | reconstruction (drag the bar)", type="numpy")
+                    slider = gr.ImageSlider(label="Original | reconstruction (drag the bar)", type="numpy", height=340)
                     crop = gr.Image(label=f"Detail x{ZOOM}: original | reconstruction", type="numpy")
-            with gr.Row():
-                metrics = gr.JSON(label="Measured", elem_id="image-metrics")
-                ncf_out = gr.File(label="Compressed .ncf")
+                    metrics = gr.JSON(label="Measured", elem_id="image-metrics")
             compare = gr.Button("Compare with JPEG, WebP and AVIF at the same file size")
             gallery = gr.Gallery(label="Same file size", columns=4)
             table = gr.Dataframe(headers=["codec", "bytes", "bpp", "PSNR (dB)", "MS-SSIM"], label="Same file size")

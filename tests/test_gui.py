@@ -158,7 +158,7 @@ def test_browser_compresses_the_example(server, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page = browser.new_page(viewport={"width": 1024, "height": 800})
             page.goto(server)
             page.locator("#image-in input[type=file]").set_input_files(str(EXAMPLE))
             page.locator("#compress").click()
@@ -167,7 +167,10 @@ def test_browser_compresses_the_example(server, tmp_path):
             for text in ("bpp", "MS-SSIM", "file size", "encode time"):
                 expect(metrics).to_contain_text(text)
             shot = tmp_path / "demo.png"
-            page.screenshot(path=str(shot))
+            page.evaluate("window.scrollTo(0, 0)")
+            box = metrics.bounding_box()  # the page down to the metrics
+            page.screenshot(path=str(shot), full_page=True,
+                            clip={"x": 0, "y": 0, "width": 1024, "height": box["y"] + box["height"] + 16})
         finally:
             browser.close()
     assert shot.stat().st_size > 0
