@@ -30,7 +30,7 @@ MAX_IMAGE_PIXELS = 2048 * 2048
 MAX_VIDEO_FRAMES = 60
 MAX_VIDEO_SIDE = 320          # clips are scaled down to fit this, keeping the aspect ratio
 CLASSICAL_IMAGE = ("jpeg", "webp", "avif")
-OUTPUT_MAX_AGE_S = 3600       # our own output files older than this are deleted
+OUTPUT_MAX_AGE_S = 3600       # output files (ours and Gradio's copies) older than this are deleted
 ZOOM = 3
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +168,8 @@ def build_app(root: Path):
         gallery, table = [], []
         for label, nbytes, rgb in rows:
             p = _round_psnr(codec.psnr(image, rgb))
-            gallery.append((rgb, f"{label}: {nbytes} bytes, {8 * nbytes / pixels:.3f} bpp, {p} dB"))
+            quality_text = "lossless" if p is None else f"{p} dB"
+            gallery.append((rgb, f"{label}: {nbytes} bytes, {8 * nbytes / pixels:.3f} bpp, {quality_text}"))
             table.append([label, nbytes, round(8 * nbytes / pixels, 4), p, _ms_ssim(image, rgb)])
         if notes:
             gr.Warning("; ".join(notes))
@@ -215,7 +216,8 @@ def build_app(root: Path):
             return gr.update(value=None, visible=False), gr.update(value=str(path), visible=True), info
         return gr.update(value=codec.decode_image(data), visible=True), gr.update(value=None, visible=False), info
 
-    with gr.Blocks(title="neurocodec demo", analytics_enabled=False) as demo:
+    with gr.Blocks(title="neurocodec demo", analytics_enabled=False,
+                   delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown("# neurocodec\nLearned image and video compression into real `.ncf` files. "
                     "Sizes and bits per pixel are those of the file you can download. " + LIMITS_TEXT)
         with gr.Tab("Image"):
