@@ -68,9 +68,14 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server, tmp_path_factory):
+    import tempfile
+
     from gradio_client import Client
 
-    return Client(server, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    # gradio_client leaves an empty folder in the temp dir per download: keep them in pytest's
+    saved, tempfile.tempdir = tempfile.tempdir, str(tmp_path_factory.mktemp("client-tmp"))
+    yield Client(server, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    tempfile.tempdir = saved
 
 
 @pytest.fixture(scope="module")
