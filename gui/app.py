@@ -38,9 +38,9 @@ EXAMPLE = _REPO / "examples" / "kodim23.png"
 RD_PLOT = _REPO / "docs" / "results" / "kodak_rd.png"
 RD_JSON = _REPO / "docs" / "results" / "kodak.json"
 
-LIMITS_TEXT = (f"Uploads up to {MAX_UPLOAD.upper()}. Images up to {MAX_IMAGE_PIXELS // 2**20} megapixels. "
-               f"Videos: the first frames (at most {MAX_VIDEO_FRAMES}) are encoded, scaled down to at most "
-               f"{MAX_VIDEO_SIDE} pixels on the longer side; one video encode runs at a time (others queue).")
+VIDEO_LIMITS = (f"Clips up to {MAX_UPLOAD.upper()}; the first frames (at most {MAX_VIDEO_FRAMES}) are encoded, "
+                f"scaled down to fit {MAX_VIDEO_SIDE} pixels on the longer side. One video encode runs at a "
+                "time; others wait in the queue.")
 
 
 class _Workspace:
@@ -219,11 +219,12 @@ def build_app(root: Path):
     with gr.Blocks(title="neurocodec demo", analytics_enabled=False,
                    delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
         gr.Markdown("# neurocodec\nLearned image and video compression into real `.ncf` files. "
-                    "Sizes and bits per pixel are those of the file you can download. " + LIMITS_TEXT)
+                    "Sizes and bits per pixel are those of the file you can download. "
+                    f"Uploads up to {MAX_UPLOAD.upper()}.")
         with gr.Tab("Image"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(type="numpy", image_mode="RGB", label="Image", elem_id="image-in", height=340)
+                    image = gr.Image(type="numpy", image_mode="RGB", label=f"Image (up to {MAX_IMAGE_PIXELS // 2**20} megapixels)", elem_id="image-in", height=340)
                     if EXAMPLE.is_file():
                         gr.Examples([[str(EXAMPLE)]], inputs=image, label="Example (Kodak kodim23)")
                     model = gr.Dropdown(models, value=models[0] if models else None, label="Model")
@@ -243,7 +244,7 @@ def build_app(root: Path):
 
         with gr.Tab("Video"):
             gr.Markdown("Fits the INR video codec to the clip: it trains a small network, which takes "
-                        "minutes on a CPU. " + LIMITS_TEXT)
+                        "minutes on a CPU. " + VIDEO_LIMITS)
             with gr.Row():
                 with gr.Column():
                     video_in = gr.Video(label="Clip", sources=["upload"])
