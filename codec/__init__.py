@@ -11,6 +11,10 @@ Public API (what the CLI, the GUI and users import):
 - ``decode_video(data) -> np.ndarray``: (T, H, W, 3) uint8 frames, bit-exact.
 - ``read_info(data_or_path) -> dict``: the header of an .ncf file, its sections and bpp.
 - ``list_models() -> list[dict]``: every registered preset, whether its weights are shipped.
+- ``read_frames(path, frames=None, size=None)``, ``write_frames(frames, path, fps)``: video
+  files to (T, H, W, 3) uint8 arrays (resized as ``encode_video`` does) and back.
+- ``psnr(a, b)``, ``ms_ssim(a, b)``: the metrics ``neurocodec eval`` reports.
+- ``encode_classical(pixels, codec, max_bytes)``: JPEG, WebP, AVIF, x264... at a file size.
 
 Errors: ``NcfError`` for malformed files, ``NeurocodecError`` (and its ``WeightsError``)
 for refused requests, ``EntropyCodingError`` for invalid coder input.
@@ -26,10 +30,13 @@ _LAZY = {
     "encode_image": "codec.image", "decode_image": "codec.image",
     "encode_video": "codec.video", "decode_video": "codec.video",
     "list_models": "codec.zoo",
+    "read_frames": "codec.video", "write_frames": "codec.video",
+    "psnr": "codec.evaluate", "ms_ssim": "codec.evaluate", "encode_classical": "codec.compare",
     "NcfError": "codec.container", "EntropyCodingError": "codec.entropy",
     "NeurocodecError": "codec.errors", "WeightsError": "codec.errors",
 }
 __all__ = ["encode_image", "decode_image", "encode_video", "decode_video", "read_info", "list_models",
+           "read_frames", "write_frames", "psnr", "ms_ssim", "encode_classical",
            "NcfError", "NeurocodecError", "WeightsError", "EntropyCodingError"]
 
 
@@ -55,6 +62,7 @@ def read_info(data: bytes | str | Path, limits=None) -> dict:
         "height": header.height,
         "padded": [header.pad_width, header.pad_height],
         "frames": header.frames,
+        "fps": header.fps_num / header.fps_den if header.fps_num and header.fps_den else None,
         "color": header.color,
         "quality": header.quality,
         "coder": dict(header.coder),

@@ -159,6 +159,13 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_demo(args) -> int:
+    from gui import launch
+
+    launch(args.host, args.port, args.share)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurocodec",
@@ -202,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model presets and whether weights are shipped")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("demo", help="start the web demo (Gradio) in this process")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
+    p.set_defaults(func=_cmd_demo)
 
     from codec import evaluate, train
 

@@ -859,8 +859,25 @@ def encode_video(source, *, threads: int | None = None, **kwargs) -> bytes:
         torch.set_num_threads(old)
 
 
+class _CallbackBar:
+    """The part of tqdm's interface the encoder uses, reporting to ``callback(done, total)``."""
+
+    def __init__(self, total: int, callback):
+        self.total, self.done, self.callback = total, 0, callback
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        self.callback(self.done, self.total)
+
+    def set_postfix(self, **_) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _encode_video(source, *, bpp: float | None = None, quality: float | None = None, frames: int | None = None,
-                 size=None, epochs: int | None = None, resume_dir=None, progress: bool = True,
+                 size=None, epochs: int | None = None, resume_dir=None, progress=True,
                  group: int | None = None, bits: int = DEFAULT_BITS, seed: int = 0, model: str | None = None,
                  lr: float = 1e-2, batch: int = 2,
                  _recon: list | None = None) -> bytes:
@@ -871,7 +888,8 @@ def _encode_video(source, *, bpp: float | None = None, quality: float | None = N
     sets the training epochs of group 0 (later groups train half as many, warm-started),
     ``group`` the frames per group (default 30), ``bits`` the weight bit depth (6..8).
     ``resume_dir`` keeps finished groups and a per-epoch checkpoint there; rerunning with
-    the same arguments continues where it stopped.
+    the same arguments continues where it stopped. ``progress``: True for a bar on stderr,
+    False for none, or a callable ``progress(done_epochs, total_epochs)`` (e.g. a web UI's bar).
     """
     if model not in (None, "default", MODEL_NAME):
         raise NeurocodecError(f"unknown video model {model!r}; the video codec is {MODEL_NAME!r}")
@@ -930,7 +948,9 @@ def _encode_video(source, *, bpp: float | None = None, quality: float | None = N
 
     g_epochs = [epochs if gi == 0 else max(1, epochs // 2) for gi in range(n_groups)]
     bar = None
-    if progress:
+    if callable(progress):
+        bar = _CallbackBar(sum(g_epochs), progress)
+    elif progress:
         from tqdm import tqdm
 
         bar = tqdm(total=sum(g_epochs), unit="epoch", desc="encode", dynamic_ncols=True)
