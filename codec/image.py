@@ -55,6 +55,7 @@ MAX_TILE = 2048  # largest tile side (and untiled image area, MAX_TILE^2) a deco
 def load_rgb(image, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """Any path / file object / PIL image / HxW(x3) uint8 array -> HxWx3 uint8 RGB array."""
     if isinstance(image, np.ndarray):
+        _check_pixels(image.shape[1] if image.ndim > 1 else 1, image.shape[0], limits)
         return _array_to_rgb(image)
     if isinstance(image, Image.Image):
         return _pil_to_rgb(image, limits)
@@ -79,10 +80,13 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(arr, arr.shape[:2] + (3,)))
 
 
-def _pil_to_rgb(im: Image.Image, limits: Limits) -> np.ndarray:
-    w, h = im.size
+def _check_pixels(w: int, h: int, limits: Limits) -> None:
     if w * h > limits.max_pixels:
         raise NeurocodecError(f"image is {w}x{h} = {w * h} pixels, above the limit of {limits.max_pixels}")
+
+
+def _pil_to_rgb(im: Image.Image, limits: Limits) -> np.ndarray:
+    _check_pixels(*im.size, limits)  # before any pixel is decoded (Image.open reads the header only)
     if getattr(im, "n_frames", 1) > 1:
         raise NeurocodecError(f"animated image with {im.n_frames} frames: extract one frame first")
     im = ImageOps.exif_transpose(im)
