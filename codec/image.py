@@ -348,11 +348,12 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
 
 
 @torch.no_grad()
-def reconstruct(image, model: str | None = None, quality: float = 4.0, *, tile: int = TILE) -> np.ndarray:
+def reconstruct(image, model: str | None = None, quality: float = 4.0,
+                limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE) -> np.ndarray:
     """The model's own quantized reconstruction, without entropy coding (what decode must equal)."""
     net, _ = load_model(model or DEFAULT_IMAGE_MODEL)
     quality = float(np.float32(quality))
-    rgb = load_rgb(image)
+    rgb = load_rgb(image, limits)
     h, w = rgb.shape[:2]
     out = np.empty_like(rgb)
     for rows, cols in _tiles(h, w, _tile_side(net, h, w, tile)):
