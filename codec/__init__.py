@@ -13,7 +13,10 @@ Public API (what the CLI, the GUI and users import):
 - ``list_models() -> list[dict]``: every registered preset, whether its weights are shipped.
 
 Errors: ``NcfError`` for malformed files, ``NeurocodecError`` (and its ``WeightsError``)
-for refused requests, ``EntropyCodingError`` for invalid coder input.
+for refused requests, ``EntropyCodingError`` for invalid coder input. Decoding untrusted
+bytes raises ``NcfError`` or ``NeurocodecError`` and nothing else (docs/reliability.md).
+``encode_image``, ``decode_image``, ``decode_video`` and ``read_info`` take ``limits=``
+(``codec.container.Limits``) to lower or raise the resource limits.
 """
 from __future__ import annotations
 
