@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -137,7 +138,8 @@ def test_corrupt_and_bomb_images_are_refused(example_image):
 def test_8k_photo_round_trips_with_bounded_memory():
     """The measurement docs/reliability.md quotes, as a test: peak RSS under 3 GB."""
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "large_image_memory.py"), "--json"],
-                         capture_output=True, text=True, check=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+                         capture_output=True, text=True, check=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["size"] == "7680x4320" and result["psnr"] > 25
     assert result["peak_rss_mb"] < 3000, result
