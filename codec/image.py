@@ -329,14 +329,14 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     rgb = load_rgb(image, limits)
     h, w = rgb.shape[:2]
     tile = _tile_side(net, h, w, tile)
+    tiles = _tiles(h, w, tile)
     sections = []
-    for i, (rows, cols) in enumerate(_tiles(h, w, tile)):
+    for i, (rows, cols) in enumerate(tiles):
         sections += _encode_tile(net, rgb[rows, cols], quality, _tile_prefix(tile, i))
-    if len(sections) > limits.max_sections:
-        raise NeurocodecError(f"{len(sections)} streams exceed the {limits.max_sections} sections a file "
-                              f"may hold; use a larger tile")
-    coder = {"version": CODER_VERSION, "precision": entropy.PRECISION,
-             "y_streams": len(sections) // len(_tiles(h, w, tile)) - 1}
+    if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
+        raise NeurocodecError(f"{len(sections)} streams exceed the {DEFAULT_LIMITS.max_sections} sections a "
+                              f"file may hold; use a larger tile")
+    coder = {"version": CODER_VERSION, "precision": entropy.PRECISION, "y_streams": len(sections) // len(tiles) - 1}
     if tile is not None:
         coder["tile"] = tile
     header = Header(media=MediaKind.IMAGE, model=name, weights_hash=bytes.fromhex(sha[:16]),
