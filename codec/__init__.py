@@ -17,7 +17,10 @@ Public API (what the CLI, the GUI and users import):
 - ``encode_classical(pixels, codec, max_bytes)``: JPEG, WebP, AVIF, x264... at a file size.
 
 Errors: ``NcfError`` for malformed files, ``NeurocodecError`` (and its ``WeightsError``)
-for refused requests, ``EntropyCodingError`` for invalid coder input.
+for refused requests, ``EntropyCodingError`` for invalid coder input. Decoding untrusted
+bytes raises ``NcfError`` or ``NeurocodecError`` and nothing else (docs/reliability.md).
+``encode_image``, ``decode_image``, ``decode_video`` and ``read_info`` take ``limits=``
+(``codec.container.Limits``) to lower or raise the resource limits.
 """
 from __future__ import annotations
 

@@ -31,12 +31,13 @@ def _cmd_encode(args) -> int:
     if args.bpp is not None:
         raise NeurocodecError("--bpp applies to videos; images take --quality")
     quality = 4.0 if args.quality is None else args.quality
-    source = files.read_bytes(args.input)
+    limits = _limits(args)
+    source = files.read_bytes(args.input, limits.max_file_bytes)
     t0 = time.perf_counter()
-    data = encode_image(BytesIO(source), model=args.model, quality=quality)
+    data = encode_image(BytesIO(source), model=args.model, quality=quality, limits=limits)
     seconds = time.perf_counter() - t0
     if args.verify:
-        _verify(data, BytesIO(source), args.model, quality)
+        _verify(data, BytesIO(source), args.model, quality, limits)
     files.write_atomic(args.output, data)
     _report(args.output, data, seconds)
     return 0
@@ -47,6 +48,8 @@ def _encode_video(args) -> int:
     import shutil
     from pathlib import Path
 
+    import numpy as np
+
     from codec.video import decode_video, encode_video
 
     if args.output == files.STDIO:
@@ -55,16 +58,22 @@ def _encode_video(args) -> int:
     if resume_dir.exists() and not args.resume:
         shutil.rmtree(resume_dir)
     t0 = time.perf_counter()
+    recon = []  # the encoder's reconstruction of the groups fitted in this run (the last ones)
     try:
         data = encode_video(args.input, bpp=args.bpp, quality=args.quality, frames=args.frames,
-                            size=args.size, epochs=args.epochs, model=args.model, resume_dir=resume_dir)
+                            size=args.size, epochs=args.epochs, model=args.model, resume_dir=resume_dir,
+                            _recon=recon)
     except KeyboardInterrupt:
         print(f"neurocodec: interrupted; rerun the same command with --resume to continue "
               f"(state in {resume_dir})", file=sys.stderr)
         return EXIT_INTERRUPTED
     seconds = time.perf_counter() - t0
     if args.verify:
-        decode_video(data)  # raises if the stream does not decode
+        decoded = decode_video(data, _limits(args))
+        fitted = np.concatenate(recon) if recon else decoded[:0]
+        if not np.array_equal(decoded[len(decoded) - len(fitted):], fitted):
+            raise NeurocodecError("verification failed: the decoded video differs from the encoder's "
+                                  "reconstruction; nothing written")
     files.write_atomic(args.output, data)
     shutil.rmtree(resume_dir, ignore_errors=True)
     _report(args.output, data, seconds)
@@ -82,13 +91,13 @@ def _report(output: str, data: bytes, seconds: float) -> None:
           f"{len(data)} bytes, {info['bpp']:.4f} bpp, {seconds:.2f} s", file=sys.stderr)
 
 
-def _verify(data: bytes, source, model: str | None, quality: float) -> None:
+def _verify(data: bytes, source, model: str | None, quality: float, limits) -> None:
     """Decode what was just written and compare with the encoder's own reconstruction."""
     import numpy as np
 
     from codec.image import decode_image, reconstruct
 
-    if not np.array_equal(decode_image(data), reconstruct(source, model, quality)):
+    if not np.array_equal(decode_image(data, limits), reconstruct(source, model, quality, limits=limits)):
         raise NeurocodecError("verification failed: the decoded image differs from the encoder's "
                               "reconstruction (non-deterministic model arithmetic?); nothing written")
 
@@ -99,25 +108,26 @@ def _cmd_decode(args) -> int:
     from codec.container import MediaKind, read_header
 
     files.check_output(args.output, args.force, (args.input,))
-    data = files.read_bytes(args.input)
-    if read_header(data).media == MediaKind.VIDEO:
-        return _decode_video(data, args.output)
+    limits = _limits(args)
+    data = files.read_bytes(args.input, limits.max_file_bytes)
+    if read_header(data, limits).media == MediaKind.VIDEO:
+        return _decode_video(data, args.output, limits)
     from codec.image import decode_image, save_image
 
-    rgb = decode_image(data)
+    rgb = decode_image(data, limits)
     fmt = "PNG" if args.output == files.STDIO else _image_format(Path(args.output).suffix)
     files.write_atomic(args.output, save_image(rgb, fmt))
     return 0
 
 
-def _decode_video(data: bytes, output: str) -> int:
+def _decode_video(data: bytes, output: str, limits) -> int:
     """Frames to .y4m/.mkv (lossless), .mp4 (x264, for viewing) or a folder of PNGs, atomically."""
     from codec.video import decode_video, video_fps_of, write_frames
 
     if output == files.STDIO:
         raise NeurocodecError("decoding a video needs an output file or folder (.y4m, .mkv, .mp4, dir/)")
-    frames = decode_video(data)
-    files.write_atomic_with(output, lambda tmp: write_frames(frames, tmp, video_fps_of(data)))
+    frames = decode_video(data, limits)
+    files.write_atomic_with(output, lambda tmp: write_frames(frames, tmp, video_fps_of(data, limits)))
     return 0
 
 
@@ -134,7 +144,8 @@ def _image_format(suffix: str) -> str:
 def _cmd_info(args) -> int:
     import codec
 
-    info = codec.read_info(files.read_bytes(args.input))
+    limits = _limits(args)
+    info = codec.read_info(files.read_bytes(args.input, limits.max_file_bytes), limits)
     if args.json:
         print(json.dumps(info, indent=1))
     else:
@@ -166,6 +177,26 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _limits(args):
+    """The reader's resource limits, with the --max-* flags applied."""
+    import dataclasses
+
+    from codec.container import DEFAULT_LIMITS
+
+    given = {"max_pixels": args.max_pixels, "max_frames": args.max_frames, "max_file_bytes": args.max_bytes}
+    return dataclasses.replace(DEFAULT_LIMITS, **{k: v for k, v in given.items() if v is not None})
+
+
+def _add_limit_flags(p: argparse.ArgumentParser) -> None:
+    from codec.container import DEFAULT_LIMITS as d
+
+    g = p.add_argument_group("limits (what a file or an input image may declare; refused before decoding)")
+    g.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help=f"pixels per image or frame (default {d.max_pixels})")
+    g.add_argument("--max-frames", type=int, default=None, metavar="N", help=f"frames of a video (default {d.max_frames})")
+    g.add_argument("--max-bytes", type=int, default=None, metavar="N", help=f"input file size (default {d.max_file_bytes})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurocodec",
@@ -191,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--epochs", type=int, default=None, help="training epochs of the first group of frames")
     v.add_argument("--resume", action="store_true", help="continue an interrupted video encode from OUT.resume/")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
+    _add_limit_flags(p)
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="decode an .ncf file to an image or a video")
@@ -199,11 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image: type from the extension (.png recommended; - writes PNG to stdout); "
                         "video: .y4m or .mkv (lossless), .mp4 (x264, for viewing) or a folder for PNG frames")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
+    _add_limit_flags(p)
     p.set_defaults(func=_cmd_decode)
 
     p = sub.add_parser("info", help="show the header of an .ncf file")
     p.add_argument("input", help=".ncf file or - for stdin")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _add_limit_flags(p)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("models", help="list the model presets and whether weights are shipped")

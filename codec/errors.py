@@ -3,6 +3,9 @@
 `NcfError` (malformed files, in `codec.container`) and `EntropyCodingError` (in
 `codec.entropy`) are raised by the layers below; everything the pipelines refuse
 (bad input images, unknown models, wrong weights, limits) is a `NeurocodecError`.
+The decoders (`decode_image`, `decode_video`) raise `NcfError` for any malformed,
+corrupt or inconsistent file, a coded stream that does not decode included, and
+`NeurocodecError` for a valid file they refuse; nothing else (fuzzed: tests/test_fuzz.py).
 The CLI prints any of them as one line.
 """
 

@@ -19,14 +19,19 @@ Sections: "z" (the hyper-latent, table-coded with the model's factorized prior),
   ...). Gaussian and GG steps code round(y - snapped mean) under the zero-mean law, GMM and
   multivariate-GMM steps code round(y) under the snapped mixture; values outside the coder's
   support are escaped, never clamped.
-The header's coder settings give the number of y streams.
+The header's coder settings give the number of y streams per tile.
+
+Tiling bounds memory: an image wider or taller than `TILE` pixels is coded as independent
+TILE x TILE tiles (raster order, edge tiles smaller, each padded on its own), every section
+name prefixed with its tile ("t0/z", "t0/y0", ..., "t1/z", ...) and the tile side stored as
+coder setting "tile". A 1024x1024 tile needs about 0.6 GB of activations, whatever the image
+size. Files without "tile" are one tile; decoders refuse tiles above MAX_TILE^2 pixels.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +39,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from codec import entropy
-from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, Section, read_container,
+from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, Section, read_container,
                              sections_by_name, write_container)
 from codec.errors import NeurocodecError, WeightsError
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model
@@ -42,11 +47,14 @@ from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model
 COLOR_FORMAT = "rgb8"
 CODER_VERSION = 1
 Y_STREAMS = 4  # independent rANS streams for y (channel groups), decoded in parallel
+TILE = 1024    # images with a side above this are coded in tiles of this side (memory bound)
+MAX_TILE = 2048  # largest tile side (and untiled image area, MAX_TILE^2) a decoder accepts
 
 
 def load_rgb(image, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """Any path / file object / PIL image / HxW(x3) uint8 array -> HxWx3 uint8 RGB array."""
     if isinstance(image, np.ndarray):
+        _check_pixels(image.shape[1] if image.ndim > 1 else 1, image.shape[0], limits)
         return _array_to_rgb(image)
     if isinstance(image, Image.Image):
         return _pil_to_rgb(image, limits)
@@ -71,10 +79,13 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(arr, arr.shape[:2] + (3,)))
 
 
-def _pil_to_rgb(im: Image.Image, limits: Limits) -> np.ndarray:
-    w, h = im.size
+def _check_pixels(w: int, h: int, limits: Limits) -> None:
     if w * h > limits.max_pixels:
         raise NeurocodecError(f"image is {w}x{h} = {w * h} pixels, above the limit of {limits.max_pixels}")
+
+
+def _pil_to_rgb(im: Image.Image, limits: Limits) -> np.ndarray:
+    _check_pixels(*im.size, limits)  # before any pixel is decoded (Image.open reads the header only)
     if getattr(im, "n_frames", 1) > 1:
         raise NeurocodecError(f"animated image with {im.n_frames} frames: extract one frame first")
     im = ImageOps.exif_transpose(im)
@@ -272,12 +283,40 @@ def _encode_streams(streams: list[_Stream]) -> list[bytes]:
     return out
 
 
+def _tiles(h: int, w: int, tile: int | None) -> list[tuple[slice, slice]]:
+    """(rows, columns) of each tile in raster order; the whole image when `tile` is None."""
+    if tile is None:
+        return [(slice(0, h), slice(0, w))]
+    return [(slice(y, min(y + tile, h)), slice(x, min(x + tile, w)))
+            for y in range(0, h, tile) for x in range(0, w, tile)]
+
+
+def _tile_prefix(tile: int | None, i: int) -> str:
+    return "" if tile is None else f"t{i}/"
+
+
+def _encode_tile(net, rgb: np.ndarray, quality: float, prefix: str) -> list[Section]:
+    lat = _analyse(net, _to_tensor(rgb, net.stride), quality)
+    _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
+    z_stream = entropy.encode_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
+    y_streams = _encode_streams(lat.y_streams)
+    return [Section(prefix + "z", z_stream)] + [Section(prefix + s.name, d) for s, d in zip(lat.y_streams, y_streams)]
+
+
+def _tile_side(net, h: int, w: int, tile: int) -> int | None:
+    """The tile side to code an h x w image with (None: one tile), checked."""
+    if tile % net.stride or not net.stride <= tile <= MAX_TILE:
+        raise NeurocodecError(f"tile must be a multiple of {net.stride} in [{net.stride}, {MAX_TILE}], got {tile}")
+    return tile if max(h, w) > tile else None
+
+
 def encode_image(image, model: str | None = None, quality: float = 4.0,
-                 limits: Limits = DEFAULT_LIMITS) -> bytes:
+                 limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE) -> bytes:
     """Compress an image (path, file object, PIL image or uint8 array) to .ncf bytes.
 
     `quality` is continuous in [1, L] (L = the model's number of trained rate points,
     8 for the shipped models): 1 gives the smallest files, fractions interpolate.
+    Images with a side above `tile` are coded in independent tiles (bounded memory).
     """
     name = model or DEFAULT_IMAGE_MODEL
     preset = get_preset(name)
@@ -289,28 +328,38 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     quality = float(np.float32(quality))  # the header stores float32; decode must see the same value
     rgb = load_rgb(image, limits)
     h, w = rgb.shape[:2]
-    x = _to_tensor(rgb, net.stride)
-    lat = _analyse(net, x, quality)
-    _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
-    z_stream = entropy.encode_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
-    y_streams = _encode_streams(lat.y_streams)
+    tile = _tile_side(net, h, w, tile)
+    tiles = _tiles(h, w, tile)
+    sections = []
+    for i, (rows, cols) in enumerate(tiles):
+        sections += _encode_tile(net, rgb[rows, cols], quality, _tile_prefix(tile, i))
+    if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
+        raise NeurocodecError(f"{len(sections)} streams exceed the {DEFAULT_LIMITS.max_sections} sections a "
+                              f"file may hold; use a larger tile")
+    coder = {"version": CODER_VERSION, "precision": entropy.PRECISION, "y_streams": len(sections) // len(tiles) - 1}
+    if tile is not None:
+        coder["tile"] = tile
     header = Header(media=MediaKind.IMAGE, model=name, weights_hash=bytes.fromhex(sha[:16]),
-                    width=w, height=h, pad_width=x.shape[3], pad_height=x.shape[2],
-                    color=COLOR_FORMAT, quality=quality,
-                    coder={"version": CODER_VERSION, "precision": entropy.PRECISION,
-                           "y_streams": len(y_streams)})
-    sections = [Section("z", z_stream)] + [Section(s.name, d) for s, d in zip(lat.y_streams, y_streams)]
+                    width=w, height=h, pad_width=-(-w // net.stride) * net.stride,
+                    pad_height=-(-h // net.stride) * net.stride,
+                    color=COLOR_FORMAT, quality=quality, coder=coder)
     return write_container(header, sections)
 
 
 @torch.no_grad()
-def reconstruct(image, model: str | None = None, quality: float = 4.0) -> np.ndarray:
+def reconstruct(image, model: str | None = None, quality: float = 4.0,
+                limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE) -> np.ndarray:
     """The model's own quantized reconstruction, without entropy coding (what decode must equal)."""
     net, _ = load_model(model or DEFAULT_IMAGE_MODEL)
     quality = float(np.float32(quality))
-    rgb = load_rgb(image)
-    lat = _analyse(net, _to_tensor(rgb, net.stride), quality)
-    return _synthesis(net, lat.y_hat, quality, *rgb.shape[:2])
+    rgb = load_rgb(image, limits)
+    h, w = rgb.shape[:2]
+    out = np.empty_like(rgb)
+    for rows, cols in _tiles(h, w, _tile_side(net, h, w, tile)):
+        part = rgb[rows, cols]
+        lat = _analyse(net, _to_tensor(part, net.stride), quality)
+        out[rows, cols] = _synthesis(net, lat.y_hat, quality, *part.shape[:2])
+    return out
 
 
 def _to_rgb8(x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
@@ -319,7 +368,11 @@ def _to_rgb8(x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
 
 
 def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
-    """Load the model a file names and refuse if its weights differ from those it was made with."""
+    """Load the model a file names and refuse if its weights differ from those it was made with.
+
+    A valid file the decoder will not decode raises NeurocodecError (WeightsError); a header
+    that contradicts the model (padding, coder settings, tiling, quality) raises NcfError.
+    """
     if header.media != MediaKind.IMAGE:
         raise NeurocodecError("this file holds a video, not an image")
     net, sha = load_model(header.model)
@@ -328,42 +381,64 @@ def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
                            f"but the installed weights are {sha[:16]}: install the matching weights")
     if header.pad_width % net.stride or header.pad_height % net.stride or \
             header.pad_width - header.width >= net.stride or header.pad_height - header.height >= net.stride:
-        raise NeurocodecError(f"inconsistent padding {header.pad_width}x{header.pad_height} for "
-                              f"{header.width}x{header.height} at stride {net.stride}")
+        raise NcfError(f"inconsistent padding {header.pad_width}x{header.pad_height} for "
+                       f"{header.width}x{header.height} at stride {net.stride}")
     if header.color != COLOR_FORMAT or header.coder.get("version") != CODER_VERSION \
             or header.coder.get("precision") != entropy.PRECISION:
-        raise NeurocodecError(f"unsupported colour format or coder settings: {header.color} {header.coder}")
+        raise NcfError(f"unsupported colour format or coder settings: {header.color} {header.coder}")
     if not 1.0 <= header.quality <= net.levels:
-        raise NeurocodecError(f"quality {header.quality} out of the model's range [1, {net.levels}]")
+        raise NcfError(f"quality {header.quality} out of the model's range [1, {net.levels}]")
+    tile = header.coder.get("tile")
+    if tile is None and header.pad_width * header.pad_height > MAX_TILE ** 2:
+        raise NcfError(f"untiled image of {header.pad_width}x{header.pad_height} padded pixels exceeds "
+                       f"the {MAX_TILE}x{MAX_TILE} a tile may have")
+    if tile is not None and (tile % net.stride or not net.stride <= tile <= MAX_TILE):
+        raise NcfError(f"tile side {tile} is not a multiple of {net.stride} in [{net.stride}, {MAX_TILE}]")
     return net, header.coder
+
+
+def _decode_tile(net, header: Header, take, h: int, w: int) -> np.ndarray:
+    zh, zw = -(-h // net.stride), -(-w // net.stride)
+    z_shape = (1, net.entropy_bottleneck.channels, zh, zw)
+    medians, z_indexes = _z_medians_and_indexes(net, z_shape)
+    z_symbols = entropy.decode_table(take("z"), z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
+    z_hat = torch.from_numpy(z_symbols).float() + medians
+    with _without_onednn():
+        y_hat = _y_coder(net).decode(net, z_hat, torch.tensor([header.quality]), take)
+    return _synthesis(net, y_hat, header.quality, h, w)
 
 
 @torch.no_grad()
 def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-    """Decode .ncf bytes to an HxWx3 uint8 RGB array (bit-exact with the encoder's reconstruction)."""
+    """Decode .ncf bytes to an HxWx3 uint8 RGB array (bit-exact with the encoder's reconstruction).
+
+    Raises NcfError for a malformed or corrupt file (a stream that does not decode is one),
+    NeurocodecError for a valid file it refuses (other weights, a video, limits), nothing else.
+    """
     header, sections = read_container(data, limits)
     net, coder = check_header(header)
     streams = sections_by_name(sections)
-    if "z" not in streams or coder.get("y_streams") != len(streams) - 1:
-        raise NeurocodecError(f"file has sections {sorted(streams)} but its header announces "
-                              f"z and {coder.get('y_streams')} y streams")
-    zh, zw = header.pad_height // net.stride, header.pad_width // net.stride
-    z_shape = (1, net.entropy_bottleneck.channels, zh, zw)
-    medians, z_indexes = _z_medians_and_indexes(net, z_shape)
-    z_symbols = entropy.decode_table(streams.pop("z"), z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
-    z_hat = torch.from_numpy(z_symbols).float() + medians
+    tile = coder.get("tile")
+    tiles = _tiles(header.height, header.width, tile)
+    if len(streams) != len(tiles) * (1 + coder.get("y_streams", -1)):
+        raise NcfError(f"file has {len(streams)} sections but its header announces {len(tiles)} tiles of "
+                       f"z and {coder.get('y_streams')} y streams")
+    out = np.empty((header.height, header.width, 3), dtype=np.uint8)
+    for i, (rows, cols) in enumerate(tiles):
+        prefix = _tile_prefix(tile, i)
 
-    def take(name: str) -> bytes:
-        if name not in streams:
-            raise NeurocodecError(f"file lacks the y stream {name!r} that model {header.model!r} needs "
-                                  f"(left: {sorted(streams)})")
-        return streams.pop(name)
+        def take(name: str) -> bytes:
+            if prefix + name not in streams:
+                raise NcfError(f"file lacks the stream {prefix + name!r} that model {header.model!r} needs")
+            return streams.pop(prefix + name)
 
-    with _without_onednn():
-        y_hat = _y_coder(net).decode(net, z_hat, torch.tensor([header.quality]), take)
+        try:
+            out[rows, cols] = _decode_tile(net, header, take, rows.stop - rows.start, cols.stop - cols.start)
+        except entropy.EntropyCodingError as e:
+            raise NcfError(f"corrupt stream in tile {i}: {e}") from None
     if streams:
-        raise NeurocodecError(f"file has sections {sorted(streams)} that model {header.model!r} does not use")
-    return _synthesis(net, y_hat, header.quality, header.height, header.width)
+        raise NcfError(f"file has sections {sorted(streams)} that model {header.model!r} does not use")
+    return out
 
 
 def save_image(rgb: np.ndarray, fmt: str = "PNG") -> bytes:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from codec import entropy
 from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, Section, get_section,
-                             read_container, write_container)
+                             read_container, read_header, write_container)
 from codec.container._wire import encode_uvarint as _uv
 from codec.container._wire import zigzag_encode
 from codec.errors import NeurocodecError
@@ -692,8 +692,8 @@ def decode_video(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     return out
 
 
-def video_fps_of(data: bytes) -> Fraction:
-    h, _ = read_container(data)
+def video_fps_of(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Fraction:
+    h = read_header(data, limits)
     return Fraction(h.fps_num, h.fps_den) if h.fps_num else Fraction(30)
 
 

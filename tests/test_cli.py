@@ -85,7 +85,7 @@ def test_stdin_stdout_through_the_console_script(small_png):
 def test_video_encode_decode_through_the_cli(tmp_path, capsys):
     clip = ROOT.parent / "shared" / "data" / "video" / "carphone_176x144.mp4"
     ncf, y4m = tmp_path / "clip.ncf", tmp_path / "clip.y4m"
-    assert main(["encode", str(clip), "-o", str(ncf), "--frames", "2", "--size", "32x32", "--epochs", "2"]) == 0
+    assert main(["encode", str(clip), "-o", str(ncf), "--frames", "2", "--size", "32x32", "--epochs", "2", "--verify"]) == 0
     assert not (tmp_path / "clip.ncf.resume").exists()
     capsys.readouterr()
     assert main(["info", str(ncf), "--json"]) == 0
@@ -95,3 +95,35 @@ def test_video_encode_decode_through_the_cli(tmp_path, capsys):
     assert y4m.read_bytes().startswith(b"YUV4MPEG2 ")
     assert main(["decode", str(ncf), "-o", str(tmp_path / "frames")]) == 0
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["frame_00000.png", "frame_00001.png"]
+
+
+def test_limit_flags(tmp_path, small_png, capsys):
+    ncf = tmp_path / "a.ncf"
+    assert main(["encode", str(small_png), "-o", str(ncf), "--max-pixels", "100"]) == 1
+    assert "above the limit of 100" in capsys.readouterr().err and not ncf.exists()
+    assert main(["encode", str(small_png), "-o", str(ncf), "--max-pixels", str(80 * 64), "--verify"]) == 0
+    for cmd in (["decode", str(ncf), "-o", str(tmp_path / "a.png")], ["info", str(ncf)]):
+        assert main(cmd + ["--max-pixels", "100"]) == 1
+        assert "max_pixels" in capsys.readouterr().err
+        assert main(cmd + ["--max-bytes", "10"]) == 1
+        assert "above the limit of 10" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [ncf]
+
+
+def test_verify_mismatch_fails_loudly_and_writes_nothing(tmp_path, small_png, capsys, monkeypatch):
+    import codec.image
+
+    monkeypatch.setattr(codec.image, "reconstruct", lambda *a, **k: np.zeros((64, 80, 3), np.uint8))
+    assert main(["encode", str(small_png), "-o", str(tmp_path / "a.ncf"), "--verify"]) == 1
+    assert "verification failed" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_interrupt_while_writing_leaves_nothing(tmp_path, small_png, capsys, monkeypatch):
+    import os
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    assert main(["encode", str(small_png), "-o", str(tmp_path / "a.ncf")]) == 130
+    assert "interrupted" in capsys.readouterr().err and list(tmp_path.iterdir()) == []

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from codec import zoo
-from codec.container import read_container, write_container
-from codec.errors import NeurocodecError, WeightsError
+from codec.container import NcfError, read_container, write_container
+from codec.errors import WeightsError
 from codec.image import decode_image, encode_image, reconstruct
 from codec.train import write_weights
 
@@ -138,11 +138,11 @@ def test_file_is_refused_with_other_weights(weights, image, tmp_path, monkeypatc
 
 def test_missing_or_foreign_sections_are_refused(weights, image):
     header, sections = read_container(encode_image(image, model="mlic-tiny-gmm", quality=1))
-    with pytest.raises(NeurocodecError, match="sections"):
+    with pytest.raises(NcfError, match="sections"):
         decode_image(write_container(header, sections[:-1]))
     coder = {**header.coder, "y_streams": header.coder["y_streams"] - 1}
-    with pytest.raises(NeurocodecError, match="lacks"):
+    with pytest.raises(NcfError, match="lacks"):
         decode_image(write_container(dataclasses.replace(header, coder=coder), sections[:-1]))
     renamed = sections[:-1] + [dataclasses.replace(sections[-1], name="y9")]
-    with pytest.raises(NeurocodecError):
+    with pytest.raises(NcfError):
         decode_image(write_container(header, renamed))
