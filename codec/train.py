@@ -116,11 +116,12 @@ def _distributed():
 
 
 def train(run_dir: str | Path, cfg: dict, resume: bool = False, checkpoint_every_s: float = 300.0,
-          max_minutes: float | None = None, stop_after: int | None = None) -> Path:
+          max_minutes: float | None = None, stop_after: int | None = None):
     """Train the preset `cfg["model"]` with the RD loss over random qualities.
 
     Stops at `cfg["steps"]`, after `max_minutes`, at step `stop_after`, or on SIGTERM, always
     with a checkpoint; `resume=True` continues a run exactly where its checkpoint left it.
+    Returns the model (in every process: DDP keeps them identical).
     """
     import torch
     import torch.distributed as dist
@@ -243,7 +244,7 @@ def train(run_dir: str | Path, cfg: dict, resume: bool = False, checkpoint_every
     save()
     if main_process:
         print(f"saved {ckpt_path} at step {step}", flush=True)
-    return run_dir
+    return model
 
 
 class _Log:
@@ -373,8 +374,8 @@ def export_weights(run_dir: str | Path, output: str | Path, dtype: str = "float1
     training = {"steps": state["step"], "hours": round(state["elapsed"] / 3600, 3),
                 "data": str(cfg["data"]), "settings": cfg}
     val_path = run_dir / "val.csv"
-    if val_path.exists():
-        rows = list(csv.DictReader(open(val_path)))
+    rows = list(csv.DictReader(open(val_path))) if val_path.exists() else []
+    if rows:
         last = [r for r in rows if int(r["step"]) == max(int(r["step"]) for r in rows)]
         training["validation"] = {"step": int(last[0]["step"]), "images": int(last[0]["images"]),
                                   "quality": [float(r["quality"]) for r in last],
