@@ -381,7 +381,8 @@ def build_mlic(preset: str, likelihood: str = "gaussian", **kwargs) -> MLIC:
 
 
 def count_macs(model: nn.Module, height: int = 256, width: int = 256) -> int:
-    """Multiply-accumulates of one eval forward pass on a (1, 3, height, width) image:
+    """Multiply-accumulates of one eval forward pass on a (1, 3, height, width) image (of this
+    project's models and CompressAI's):
     convolutions, transposed convolutions, linear layers and the attention products
     (normalisations, activations and the likelihoods are not counted). Per pixel:
     divide by height * width."""
@@ -403,7 +404,8 @@ def count_macs(model: nn.Module, height: int = 256, width: int = 256) -> int:
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.rand(1, 3, height, width), torch.tensor([1.0]))
+            x = torch.rand(1, 3, height, width)
+            model(x, torch.tensor([1.0])) if hasattr(model, "levels") else model(x)  # variable rate or not
     finally:
         model.train(was_training)
         for h in handles:
