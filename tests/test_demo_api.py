@@ -51,3 +51,18 @@ def test_encode_video_reports_progress(tmp_path):
     calls = []
     codec.encode_video(tmp_path, epochs=3, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_demo_reads_no_path_outside_its_folder(tmp_path):
+    import gradio as gr
+
+    from gui.app import _Workspace
+
+    inside = tmp_path / "ws" / "upload.png"
+    inside.parent.mkdir()
+    inside.write_bytes(b"x")
+    ws = _Workspace(tmp_path / "ws")
+    assert ws.check(str(inside), "image") == inside.resolve()
+    for path in ["/etc/passwd", str(tmp_path / "ws" / ".." / "secret"), str(tmp_path / "ws"), ""]:
+        with pytest.raises(gr.Error):
+            ws.check(path, "image")

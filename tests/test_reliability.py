@@ -53,7 +53,7 @@ def test_every_shipped_model_codes_identically_across_thread_counts_and_runs(pho
 
 
 def test_tiles_are_sections_and_the_header_says_so(photo):
-    header, sections = read_container(encode_image(photo, quality=3, tile=64))
+    header, sections = read_container(encode_image(photo, model="hyperprior-small", quality=3, tile=64))
     assert header.coder["tile"] == 64 and (header.pad_width, header.pad_height) == (192, 192)
     names = [s.name for s in sections]
     assert len(names) == 9 * 5 and names[:6] == ["t0/z", "t0/y0", "t0/y1", "t0/y2", "t0/y3", "t1/z"]
@@ -79,7 +79,7 @@ def test_untiled_file_too_large_for_one_tile_is_refused(photo):
 
 
 def test_tampered_weights_are_refused(tmp_path, monkeypatch, photo):
-    data = encode_image(photo[:32, :32], quality=2)
+    data = encode_image(photo[:32, :32], model="hyperprior-small", quality=2)
     shutil.copytree(zoo.weights_dir(), tmp_path / "w")
     path = tmp_path / "w" / "hyperprior-small.safetensors"
     raw = bytearray(path.read_bytes())
