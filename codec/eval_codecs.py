@@ -444,20 +444,7 @@ def _pyav_codec(name: str, threads: int = 1) -> VideoCodec:
 
 
 def _neurocodec_video(model: str | None, epochs: int | None = None) -> VideoCodec:
-    try:
-        import codec
-    except Exception as exc:  # pragma: no cover
-        raise CodecUnavailable(f"neurocodec video: cannot import codec: {exc}") from exc
-    try:
-        encode_video = codec.encode_video
-        decode_video = codec.decode_video
-    except AttributeError:
-        try:  # the pipeline exists but the public API does not re-export it yet
-            from codec.video import decode_video, encode_video
-        except Exception as exc:
-            raise CodecUnavailable("neurocodec video: codec.encode_video/decode_video do not exist "
-                                   "yet in this version (the INR video codec has not landed)"
-                                   ) from exc
+    from codec.video import decode_video, encode_video
 
     def enc(frames, quality, *, fps, source):
         # Give the codec exactly the frames the other codecs get (decoded, resized): write
@@ -474,11 +461,7 @@ def _neurocodec_video(model: str | None, epochs: int | None = None) -> VideoCode
         with tempfile.TemporaryDirectory(prefix="neurocodec-eval-") as tmp:
             for i, fr in enumerate(frames):
                 Image.fromarray(fr).save(f"{tmp}/frame_{i:06d}.png", compress_level=1)
-            try:
-                return encode_video(tmp, **kwargs)
-            except TypeError:  # an older signature without progress=
-                kwargs.pop("progress", None)
-                return encode_video(tmp, **kwargs)
+            return encode_video(tmp, **kwargs)
 
     def dec(data):
         return np.stack([np.asarray(f) for f in decode_video(data)])

@@ -28,11 +28,9 @@ very same decode path.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
-import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -1001,7 +999,6 @@ def _encode_video(source, *, bpp: float | None = None, quality: float | None = N
 
 def _fit_group(gi, xp, height, width, dec, enc, specs, arch, st, n_epochs, wcodes_flat, prev_ints, res, bar):
     """Train the decoder + encoder on one group (QAT), quantize; returns (wcodes, ints, GroupData)."""
-    cfg = arch.cfg
     names = [n for n, _, _ in specs]
     params = dict(dec.named_parameters())
     opt = torch.optim.Adam(list(dec.parameters()) + list(enc.parameters()), lr=st.lr)

@@ -20,7 +20,7 @@ Nothing here reads files or knows the container; ``codec.video`` owns that.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn

@@ -4,7 +4,6 @@ Fast by default: synthetic 8-frame 32x32 clips and a few epochs.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -224,7 +223,7 @@ def test_bad_requests(tmp_path, clip):
 
 
 def test_image_file_is_not_a_video_file(encoded):
-    from codec.container import Header, MediaKind
+    from codec.container import MediaKind
 
     data, _ = encoded
     header, sections = read_container(data)

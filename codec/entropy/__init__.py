@@ -20,7 +20,6 @@ Parameter grids (see :data:`GRID`):
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
