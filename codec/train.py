@@ -149,7 +149,7 @@ def train(run_dir: str | Path, cfg: dict, resume: bool = False, checkpoint_every
     torch.manual_seed(cfg["seed"] + rank)  # same initial weights everywhere, different noise per process
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         aux_opt.load_state_dict(state["aux_opt"])

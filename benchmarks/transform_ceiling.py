@@ -1,0 +1,45 @@
+"""How much of a model's distortion is quantization and how much its transforms: PSNR of the
+reconstruction without rounding (synthesis(analysis(x))) beside the eval-mode forward pass
+with rounding, per quality, on one image.
+
+    python benchmarks/transform_ceiling.py [--model mlic-tiny-gaussian] [--image ../shared/data/kodak/kodim19.png]
+
+If the unquantized PSNR stays flat across qualities, the transforms (capacity or training)
+cap the quality, not the entropy model.
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from codec.zoo import DEFAULT_IMAGE_MODEL, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=DEFAULT_IMAGE_MODEL)
+    ap.add_argument("--image", default=str(ROOT.parent / "shared/data/kodak/kodim19.png"))
+    ap.add_argument("--qualities", type=float, nargs="+", default=[1.0, 4.0, 8.0])
+    args = ap.parse_args()
+    net, _ = load_model(args.model)
+    rgb = np.array(Image.open(args.image).convert("RGB"))
+    h, w = (s // net.stride * net.stride for s in rgb.shape[:2])  # crop to the stride: no padding effects
+    x = torch.from_numpy(rgb[:h, :w]).permute(2, 0, 1).float().div(255)[None]
+
+    def psnr(a):
+        return -10 * torch.log10((a.clamp(0, 1) - x).pow(2).mean()).item()
+
+    with torch.no_grad():
+        for q in args.qualities:
+            quality = torch.tensor([q])
+            unquantized = net.synthesis(net.analysis(x, quality), quality)
+            print(f"{args.model} q{q:g}: unquantized {psnr(unquantized):.2f} dB, "
+                  f"quantized {psnr(net(x, quality)['x_hat']):.2f} dB")
+
+
+if __name__ == "__main__":
+    main()
