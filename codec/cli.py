@@ -150,7 +150,8 @@ def _cmd_info(args) -> int:
         print(json.dumps(info, indent=1))
     else:
         for key, value in info.items():
-            print(f"{key:13s} {value}")
+            if value is not None:  # e.g. no fps for an image
+                print(f"{key:13s} {value}")
     return 0
 
 
