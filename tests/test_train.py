@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ import codec
 from codec.cli import main
 from codec.train import _weights_from, export_weights, train
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +104,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(folders, tmp_path):
     """))
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                     "--master_port", "29517", str(script)], check=True, cwd=ROOT, timeout=300,
-                   env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+                   env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(r0[k], r1[k]) for k in r0)  # gradients were averaged across processes
     torch.manual_seed(1)
