@@ -375,6 +375,7 @@ _PYAV = {
     "x265": ("libx265", "hevc", "medium", [18, 23, 28, 33, 38, 43]),
     "svtav1": ("libsvtav1", "ivf", "8", [25, 33, 41, 49, 57, 63]),
 }
+PRESET_CODECS = tuple(_PYAV)  # the video codecs that take an encoder preset
 
 
 def _pyav_encode(frames: np.ndarray, crf: int, *, encoder: str, fmt: str, preset: str,
@@ -417,9 +418,11 @@ def _pyav_decode(data: bytes, *, fmt: str) -> np.ndarray:
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
 
 
-def _pyav_codec(name: str, threads: int = 1) -> VideoCodec:
+def _pyav_codec(name: str, threads: int = 1, preset: str | None = None) -> VideoCodec:
+    """``preset``: the encoder's preset (default: the one in ``_PYAV``)."""
     av = _av()
-    encoder, fmt, preset, crfs = _PYAV[name]
+    encoder, fmt, default_preset, crfs = _PYAV[name]
+    preset = str(preset) if preset is not None else default_preset
     try:
         av.codec.Codec(encoder, "w")
     except Exception as exc:
@@ -492,11 +495,15 @@ VIDEO_CODECS = ("x264", "x265", "svtav1", "neurocodec")
 
 
 @functools.lru_cache(maxsize=None)
-def video_codec(name: str, threads: int = 1, epochs: int | None = None) -> VideoCodec:
-    """``threads``: encoder threads of the PyAV codecs; ``epochs``: neurocodec training."""
+def video_codec(name: str, threads: int = 1, epochs: int | None = None,
+                preset: str | None = None) -> VideoCodec:
+    """``threads``: encoder threads of the PyAV codecs; ``epochs``: neurocodec training;
+    ``preset``: encoder preset of a PyAV codec (None: its default)."""
     key = name.lower()
     if key in _PYAV:
-        return _pyav_codec(key, threads)
+        return _pyav_codec(key, threads, preset)
+    if preset is not None:
+        raise ValueError(f"{name}: no encoder presets (only {', '.join(PRESET_CODECS)} have them)")
     if key == "neurocodec":
         return _neurocodec_video(None, epochs)
     if key.startswith("neurocodec:"):
@@ -506,14 +513,15 @@ def video_codec(name: str, threads: int = 1, epochs: int | None = None) -> Video
 
 def expand_video_codecs(names: Sequence[str], threads: int = 1,
                         log: Callable[[str], None] = print,
-                        epochs: int | None = None) -> list[str]:
+                        epochs: int | None = None,
+                        presets: dict[str, str] | None = None) -> list[str]:
     out: list[str] = []
     for raw in names:
         name = raw.strip()
         if not name:
             continue
         try:
-            out.append(video_codec(name, threads, epochs).name)
+            out.append(video_codec(name, threads, epochs, (presets or {}).get(name.lower())).name)
         except CodecUnavailable as exc:
             log(f"skipping {exc}")
     seen: set[str] = set()

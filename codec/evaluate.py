@@ -866,7 +866,7 @@ def _video_task(task: dict) -> dict:
 
     from codec.eval_codecs import video_codec
 
-    c = video_codec(task["codec"], task["threads"], task.get("epochs"))
+    c = video_codec(task["codec"], task["threads"], task.get("epochs"), task.get("preset"))
     src, fps = read_video(task["path"], task["frames"], task["size"])
     n, h, w = src.shape[:3]
     t0 = time.perf_counter()
@@ -904,39 +904,52 @@ def evaluate_video(path: str | os.PathLike, codecs: Sequence[str], *,
                    workers: int = 1,
                    threads: int = 1,
                    epochs: int | None = None,
+                   presets: dict[str, str] | None = None,
                    reference: str | os.PathLike | None = None,
                    cache: str | os.PathLike | None | bool = True,
                    command: str | None = None,
                    compressai_dir: str | os.PathLike | None = None,
                    log: Callable[[str], None] | None = None) -> dict:
-    """Run the video RD sweep (one process-pool task per codec setting)."""
-    from codec.eval_codecs import environment, expand_video_codecs, video_codec
+    """Run the video RD sweep (one process-pool task per codec setting). ``presets``:
+    encoder preset per PyAV codec, e.g. ``{"x264": "veryslow"}`` (recorded in the
+    settings; the others keep their defaults)."""
+    from codec.eval_codecs import PRESET_CODECS, environment, expand_video_codecs, video_codec
 
     log = log or (lambda m: print(m, file=sys.stderr))
     os.environ.setdefault("SVT_LOG", "1")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    names = expand_video_codecs(codecs, threads, log=log, epochs=epochs)
+    presets = {k.lower(): str(v) for k, v in (presets or {}).items()}
+    unknown = sorted(set(presets) - set(PRESET_CODECS))
+    if unknown:
+        raise ValueError(f"presets for {', '.join(unknown)}: only "
+                         f"{', '.join(PRESET_CODECS)} take a preset")
+    names = expand_video_codecs(codecs, threads, log=log, epochs=epochs, presets=presets)
     if not names:
         raise ValueError("no usable video codec among: " + ", ".join(codecs))
     src, fps = read_video(path, frames, size)
     n, h, w = src.shape[:3]
     q = qualities or {}
-    infos = {m: video_codec(m, threads, epochs).info() for m in names}
-    settings = {m: [video_codec(m, threads, epochs).normalize(s) for s in
-                    _settings_for(m, video_codec(m, threads, epochs).default_settings, q)]
+
+    def codec_of(m: str):
+        return video_codec(m, threads, epochs, presets.get(m))
+
+    infos = {m: codec_of(m).info() for m in names}
+    settings = {m: [codec_of(m).normalize(s) for s in
+                    _settings_for(m, codec_of(m).default_settings, q)]
                 for m in names}
     vhash = _file_sha256(path)
     rc = ResultCache(_default_cache_path(out) if cache is True else (cache or None))
     tasks = []
     for m in names:
-        c = video_codec(m, threads, epochs)
+        c = codec_of(m)
         for s in settings[m]:
             st = c.settings(s)
             key = ResultCache.key(kind="video", codec=m, settings=st, library=c.library,
                                   input=vhash, frames=frames, size=size)
             tasks.append({"codec": m, "setting": s, "path": str(path), "frames": frames,
-                          "size": size, "threads": threads, "epochs": epochs, "meta": {
+                          "size": size, "threads": threads, "epochs": epochs,
+                          "preset": presets.get(m), "meta": {
                               "key": key, "codec": m, "setting": s, "settings": st,
                               "video": Path(path).name, "video_sha256": vhash}})
     log(f"{Path(path).name}: {n} frames {w}x{h} @ {fps:g} fps, "
@@ -982,6 +995,17 @@ def _size(text: str) -> tuple[int, int]:
 
 def _codec_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _presets(text: str) -> dict[str, str]:
+    """``"x264=veryslow,x265=slow"`` -> ``{"x264": "veryslow", "x265": "slow"}``."""
+    out = {}
+    for item in _codec_list(text):
+        name, sep, preset = item.partition("=")
+        if not sep or not name.strip() or not preset.strip():
+            raise argparse.ArgumentTypeError(f"preset must be CODEC=PRESET, got {item!r}")
+        out[name.strip().lower()] = preset.strip()
+    return out
 
 
 def _add_common(p: argparse.ArgumentParser, default_codecs: str, default_ref: str) -> None:
@@ -1039,7 +1063,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
         args.file, args.codecs, frames=args.frames, size=args.size,
         qualities=parse_qualities(args.qualities), out=args.out, csv_path=args.csv,
         plot=args.plot, anchor=args.anchor, workers=args.workers, threads=args.threads,
-        epochs=args.epochs,
+        epochs=args.epochs, presets=args.preset,
         reference=args.reference, cache=_cache_arg(args.cache),
         command=_command_line(), compressai_dir=args.compressai_dir,
     )
@@ -1072,6 +1096,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     pv.add_argument("--epochs", type=int,
                     help="neurocodec video: training epochs per first group (default: the "
                          "codec's default; recorded in the settings)")
+    pv.add_argument("--preset", type=_presets, default={}, metavar="CODEC=PRESET[,...]",
+                    help="encoder presets, e.g. x264=veryslow,x265=slow (default: medium for "
+                         "x264/x265, 8 for svtav1; recorded in the settings)")
     pv.set_defaults(func=_cmd_video)
     return p
 

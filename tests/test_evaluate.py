@@ -364,6 +364,34 @@ def test_evaluate_video_x264(tmp_path):
         assert any("neurocodec" in m and "skipping" in m for m in msgs)
 
 
+def test_video_preset_reaches_encoder_and_settings(tmp_path):
+    pytest.importorskip("av")
+    frames = np.random.default_rng(0).integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)
+    # x264 writes its options into the stream (SEI): veryslow = umh search, subme 10
+    slow = ec.video_codec("x264", 1, None, "veryslow").encode(frames, 30)
+    assert b"me=umh" in slow and b"subme=10" in slow
+    assert b"me=hex" in ec.video_codec("x264").encode(frames, 30)  # default: medium
+    clip = tmp_path / "clip.mp4"
+    _write_clip(clip, n=3)
+    res = ev.evaluate_video(clip, ["x264"], qualities={"x264": [30]},
+                            presets={"X264": "veryslow"}, out=tmp_path / "v.json",
+                            workers=1, log=QUIET)
+    (c,) = res["codecs"]
+    assert c["settings"][0]["preset"] == "veryslow" and "veryslow" in c["description"]
+    rows = [json.loads(line) for line in open(tmp_path / "v.json.cache.jsonl")]
+    assert rows[0]["settings"]["preset"] == "veryslow"
+    with pytest.raises(ValueError, match="preset"):
+        ev.evaluate_video(clip, ["x264"], presets={"neurocodec": "fast"}, cache=None,
+                          workers=1, log=QUIET)
+    parser = argparse.ArgumentParser()
+    ev.register_cli(parser.add_subparsers(dest="command"))
+    a = parser.parse_args(["eval", "video", "f.mp4", "--out", "v.json",
+                           "--preset", "x264=veryslow,x265=slow"])
+    assert a.preset == {"x264": "veryslow", "x265": "slow"}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "video", "f.mp4", "--out", "v.json", "--preset", "x264"])
+
+
 def test_video_adapters_report_missing_encoders():
     pytest.importorskip("av")
     for name in ("x264", "x265", "svtav1"):
