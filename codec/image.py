@@ -42,6 +42,7 @@ from codec import entropy
 from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, Section, read_container,
                              sections_by_name, write_container)
 from codec.errors import NeurocodecError, WeightsError
+from codec.refine import refine_latents
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model
 
 COLOR_FORMAT = "rgb8"
@@ -254,12 +255,18 @@ class _Latents:
 
 
 @torch.no_grad()
-def _analyse(model, x: torch.Tensor, quality: float) -> _Latents:
+def _analyse(model, x: torch.Tensor, quality: float, refine: int = 0, size: tuple[int, int] | None = None,
+             progress=None) -> _Latents:
+    """Latents of x, quantized and split into streams; `refine` > 0 first optimizes y and z
+    for this image (codec.refine) on the real h x w pixels given by `size`."""
     q = torch.tensor([quality])
     coder = _y_coder(model)
+    if refine:
+        y, z = refine_latents(model, x, quality, refine, *(size or x.shape[2:]), progress=progress)
     with _without_onednn():
-        y = model.analysis(x, q)
-        z = model.hyper_analysis(y)
+        if not refine:
+            y = model.analysis(x, q)
+            z = model.hyper_analysis(y)
         medians, _ = _z_medians_and_indexes(model, z.shape)
         z_symbols = torch.round(z - medians)
         streams, y_hat = coder.quantize(model, y, z_symbols + medians, q)
@@ -295,8 +302,8 @@ def _tile_prefix(tile: int | None, i: int) -> str:
     return "" if tile is None else f"t{i}/"
 
 
-def _encode_tile(net, rgb: np.ndarray, quality: float, prefix: str) -> list[Section]:
-    lat = _analyse(net, _to_tensor(rgb, net.stride), quality)
+def _encode_tile(net, rgb: np.ndarray, quality: float, prefix: str, refine: int, progress) -> list[Section]:
+    lat = _analyse(net, _to_tensor(rgb, net.stride), quality, refine, rgb.shape[:2], progress)
     _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
     z_stream = entropy.encode_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
     y_streams = _encode_streams(lat.y_streams)
@@ -311,13 +318,19 @@ def _tile_side(net, h: int, w: int, tile: int) -> int | None:
 
 
 def encode_image(image, model: str | None = None, quality: float = 4.0,
-                 limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE) -> bytes:
+                 limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE, refine: int = 0,
+                 progress=None) -> bytes:
     """Compress an image (path, file object, PIL image or uint8 array) to .ncf bytes.
 
     `quality` is continuous in [1, L] (L = the model's number of trained rate points,
     8 for the shipped models): 1 gives the smallest files, fractions interpolate.
     Images with a side above `tile` are coded in independent tiles (bounded memory).
+    `refine` > 0: optimize the latents for this image for that many steps first
+    (codec.refine; slower encoding, the same decoder); `progress(done, total)` is called
+    after every refinement step (total = steps x tiles).
     """
+    if refine < 0:
+        raise NeurocodecError(f"refine steps must be >= 0, got {refine}")
     name = model or DEFAULT_IMAGE_MODEL
     preset = get_preset(name)
     if preset.kind != "image":
@@ -332,7 +345,8 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     tiles = _tiles(h, w, tile)
     sections = []
     for i, (rows, cols) in enumerate(tiles):
-        sections += _encode_tile(net, rgb[rows, cols], quality, _tile_prefix(tile, i))
+        tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
+        sections += _encode_tile(net, rgb[rows, cols], quality, _tile_prefix(tile, i), refine, tile_progress)
     if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
         raise NeurocodecError(f"{len(sections)} streams exceed the {DEFAULT_LIMITS.max_sections} sections a "
                               f"file may hold; use a larger tile")
@@ -348,7 +362,7 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
 
 @torch.no_grad()
 def reconstruct(image, model: str | None = None, quality: float = 4.0,
-                limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE) -> np.ndarray:
+                limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE, refine: int = 0) -> np.ndarray:
     """The model's own quantized reconstruction, without entropy coding (what decode must equal)."""
     net, _ = load_model(model or DEFAULT_IMAGE_MODEL)
     quality = float(np.float32(quality))
@@ -357,7 +371,7 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0,
     out = np.empty_like(rgb)
     for rows, cols in _tiles(h, w, _tile_side(net, h, w, tile)):
         part = rgb[rows, cols]
-        lat = _analyse(net, _to_tensor(part, net.stride), quality)
+        lat = _analyse(net, _to_tensor(part, net.stride), quality, refine, part.shape[:2])
         out[rows, cols] = _synthesis(net, lat.y_hat, quality, *part.shape[:2])
     return out
 

@@ -74,6 +74,20 @@ class VariableRate:
     def aux_loss(self) -> torch.Tensor:
         return self.entropy_bottleneck.loss()
 
+    def z_likelihoods(self, z: torch.Tensor, rounding=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_hat, likelihoods) of the factorized prior. rounding=None: compressai's (noise in
+        training, rounding in eval); otherwise z is rounded around the medians by `rounding`,
+        which may be a differentiable soft rounding (encoder-side refinement)."""
+        eb = self.entropy_bottleneck
+        if rounding is None:
+            return eb(z)
+        medians = eb.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
+        z_hat = rounding(z - medians) + medians
+        C = z_hat.shape[1]
+        lik, _, _ = eb._likelihood(z_hat.transpose(0, 1).reshape(C, 1, -1))
+        lik = eb.likelihood_lower_bound(lik).reshape(C, z_hat.shape[0], *z_hat.shape[2:]).transpose(0, 1)
+        return z_hat, lik
+
     def rd_loss(self, x: torch.Tensor, quality: torch.Tensor, out: dict) -> dict:
         """Per-sample lambda * 255^2 * MSE + bpp, averaged over the batch (in float32, also
         when the forward pass ran under bfloat16 autocast)."""
@@ -133,10 +147,19 @@ class MeanScaleHyperprior(VariableRate, nn.Module):
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
         """Training pass: noisy likelihoods for the rate, straight-through rounding for y_hat."""
         y = self.analysis(x, quality)
-        z = self.hyper_analysis(y)
-        z_hat, z_lik = self.entropy_bottleneck(z)
+        return self.forward_latents(y, self.hyper_analysis(y), quality)
+
+    def forward_latents(self, y: torch.Tensor, z: torch.Tensor, quality: torch.Tensor, rounding=None) -> dict:
+        """The pass from given latents. rounding=None: as in training; otherwise `rounding`
+        (a soft rounding, for refinement) gives z_hat, y_hat and the rates alike."""
+        z_hat, z_lik = self.z_likelihoods(z, rounding)
         means, scales = self.hyper_synthesis(z_hat)
-        _, y_lik = self.gaussian_conditional(y, scales, means=means)
-        y_hat = torch.round(y - means).detach() + (y - means) - (y - means).detach() + means
+        if rounding is None:
+            _, y_lik = self.gaussian_conditional(y, scales, means=means)
+            y_hat = torch.round(y - means).detach() + (y - means) - (y - means).detach() + means
+        else:
+            y_hat = rounding(y - means) + means
+            y_lik = self.gaussian_conditional.likelihood_lower_bound(
+                self.gaussian_conditional._likelihood(y_hat, scales, means))
         x_hat = self.synthesis(y_hat, quality)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}

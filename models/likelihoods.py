@@ -109,11 +109,15 @@ class LikelihoodFamily(nn.Module):
     def bound_likelihood(self, p: torch.Tensor) -> torch.Tensor:
         return self._lik_bound(p)
 
-    def quantize(self, y: torch.Tensor, params: dict) -> torch.Tensor:
+    def quantize(self, y: torch.Tensor, params: dict, rounding=None) -> torch.Tensor:
+        """y as the coder sees it: rounded around the mean for residual families, rounded
+        itself otherwise; `rounding` (default: straight-through) lets encoder-side refinement
+        substitute a soft rounding."""
+        rounding = rounding or _ste_round
         if self.symbols_are_residuals:
             m = params["mean"]
-            return _ste_round(y - m) + m
-        return _ste_round(y)
+            return rounding(y - m) + m
+        return rounding(y)
 
     def coding_values(self, params: dict) -> dict:
         raise NotImplementedError

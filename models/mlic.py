@@ -351,8 +351,12 @@ class MLIC(VariableRate, nn.Module):
         (eval); y_hat by straight-through rounding, built through the same steps the
         coder follows."""
         y = self.analysis(x, quality)
-        z = self.hyper_analysis(y)
-        z_hat, z_lik = self.entropy_bottleneck(z)
+        return self.forward_latents(y, self.hyper_analysis(y), quality)
+
+    def forward_latents(self, y: torch.Tensor, z: torch.Tensor, quality: torch.Tensor, rounding=None) -> dict:
+        """The pass from given latents. rounding=None: as in training; otherwise `rounding`
+        (a soft rounding, for refinement) gives z_hat, y_hat and the rates alike."""
+        z_hat, z_lik = self.z_likelihoods(z, rounding)
         fam = self._step_family
         y_lik = torch.ones_like(y)
         gen = self._steps(self.hyper_synthesis(z_hat))
@@ -360,8 +364,8 @@ class MLIC(VariableRate, nn.Module):
             name, mask, params = next(gen)
             while True:
                 y_sel = y[mask]
-                y_q = fam.quantize(y_sel, params)
-                if self.training:
+                y_q = fam.quantize(y_sel, params, rounding)
+                if self.training and rounding is None:
                     y_tilde = y_sel + torch.empty_like(y_sel).uniform_(-0.5, 0.5)
                 else:
                     y_tilde = y_q
