@@ -37,7 +37,8 @@ def _hard_round(v: torch.Tensor) -> torch.Tensor:
 def rd_cost(model, x: torch.Tensor, y, z, quality: torch.Tensor, rounding, h: int, w: int) -> torch.Tensor:
     """lambda * 255^2 * MSE + bpp (likelihood estimate) over the image's own h x w pixels."""
     out = model.forward_latents(y, z, quality, rounding)
-    bits = -sum(torch.log2(lik).sum() for lik in out["likelihoods"].values())
+    # clamped here too: weights exported in float16 before 2026-12-01 hold their bounds as 0
+    bits = -sum(torch.log2(lik.clamp_min(1e-9)).sum() for lik in out["likelihoods"].values())
     mse = (out["x_hat"][..., :h, :w] - x[..., :h, :w]).pow(2).mean()
     return model.lambda_for(quality)[0] * 255 ** 2 * mse + bits / (h * w)
 

@@ -366,7 +366,8 @@ def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", e
 
     The entropy bottleneck's quantized CDF tables are computed here, once, and shipped in
     the file, so encoder and decoder read identical tables instead of recomputing them.
-    Float tensors are stored as `dtype`; the codec computes in float32 from what is stored.
+    Float tensors are stored as `dtype` (but for the likelihood bounds); the codec computes
+    in float32 from what is stored.
     """
     import torch
     from safetensors.torch import save
@@ -380,7 +381,8 @@ def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", e
     model = copy.deepcopy(model).cpu().eval()
     model.entropy_bottleneck.update(force=True)
     cast = getattr(torch, dtype)
-    tensors = {k: (v.to(cast) if v.is_floating_point() else v).detach().contiguous()
+    # the likelihood bounds (1e-9) stay float32: float16 would store them as 0
+    tensors = {k: (v.to(cast) if v.is_floating_point() and not k.endswith(".bound") else v).detach().contiguous()
                for k, v in model.state_dict().items()}
     files.write_atomic(str(path), save(tensors))
     entry = {"preset": preset_name, "file": path.name, "sha256": file_sha256(path), "dtype": dtype,

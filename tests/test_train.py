@@ -69,6 +69,8 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
     assert entry["training"]["validation"]["bpp"] == [float(r["bpp"]) for r in rows]
     tensors = load_file(weights / "hyperprior-small.safetensors")
     assert tensors["g_a.0.weight"].dtype == torch.float16
+    bound = tensors["gaussian_conditional.likelihood_lower_bound.bound"]
+    assert bound.dtype == torch.float32 and bound.item() == pytest.approx(1e-9)  # not 0 as float16
     # the exported weights give exactly the file sizes the validation logged
     with _weights_from(str(weights)):
         rgb = np.asarray(Image.open(folders / "val" / "v.png"))
