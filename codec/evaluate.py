@@ -980,7 +980,7 @@ def evaluate_video(path: str | os.PathLike, codecs: Sequence[str], *,
                                     "encoding_time", "decoding_time", "settings"])
         log(f"wrote {csv_path}")
     return _finish(result, entries, anchor=anchor, references=references, out=out, plot=plot,
-                   title=f"{Path(path).name}: rate-distortion", log=log,
+                   title=f"{result['dataset']}: rate-distortion", log=log,
                    compressai_dir=compressai_dir)
 
 
