@@ -138,6 +138,10 @@ def test_presets_and_sizes():
     assert 1.0e6 < n < 2.0e6
     assert m.stride == 64 and m.levels == 8 and m.likelihood_family.name == "gaussian"
     assert 10e3 < count_macs(m, 64, 64) / (64 * 64) < 25e3
+    wide = build_mlic("mlic-small", likelihood="gaussian")  # mlic-tiny with M = 192
+    assert wide.M == 2 * m.M and wide.N == m.N
+    assert 4.0e6 < sum(p.numel() for p in wide.parameters()) < 5.0e6
+    assert 20e3 < count_macs(wide, 64, 64) / (64 * 64) < 35e3
     with pytest.raises(ValueError):
         build_mlic("mlic-tiny", likelihood="mvgmm", G=5)
     with pytest.raises(ValueError):
