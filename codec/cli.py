@@ -36,18 +36,15 @@ def _cmd_encode(args) -> int:
     limits = _limits(args)
     source = files.read_bytes(args.input, limits.max_file_bytes)
     t0 = time.perf_counter()
-    if args.refine:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        with tqdm(desc="refine", unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
-            def progress(done, total):
-                bar.total = total
-                bar.update(done - bar.n)
+    with tqdm(desc="refine", unit="step", dynamic_ncols=True, file=sys.stderr, disable=not args.refine) as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
 
-            data = encode_image(BytesIO(source), model=args.model, quality=quality, limits=limits,
-                                refine=args.refine, progress=progress)
-    else:
-        data = encode_image(BytesIO(source), model=args.model, quality=quality, limits=limits)
+        data = encode_image(BytesIO(source), model=args.model, quality=quality, limits=limits,
+                            refine=args.refine, progress=progress)
     seconds = time.perf_counter() - t0
     if args.verify:
         _verify(data, BytesIO(source), args.model, quality, limits, args.refine)

@@ -256,14 +256,14 @@ class _Latents:
 
 
 @torch.no_grad()
-def _analyse(model, x: torch.Tensor, quality: float, refine: int = 0, size: tuple[int, int] | None = None,
+def _analyse(model, x: torch.Tensor, quality: float, size: tuple[int, int], refine: int = 0,
              progress=None) -> _Latents:
     """Latents of x, quantized and split into streams; `refine` > 0 first optimizes y and z
     for this image (codec.refine) on the real h x w pixels given by `size`."""
     q = torch.tensor([quality])
     coder = _y_coder(model)
     if refine:
-        y, z = refine_latents(model, x, quality, refine, *(size or x.shape[2:]), progress=progress)
+        y, z = refine_latents(model, x, quality, refine, *size, progress=progress)
     with _without_onednn():
         if not refine:
             y = model.analysis(x, q)
@@ -278,8 +278,7 @@ def _analyse(model, x: torch.Tensor, quality: float, refine: int = 0, size: tupl
 def _onednn_one_thread():
     """The synthesis only makes pixels, so it may use oneDNN if its result does not depend on
     the thread count: on one thread it does not, and it is still faster than the native
-    convolutions (768x512 mlic-tiny synthesis on this AVX2 machine: 0.81 s against 1.32 s
-    native, both on one thread)."""
+    convolutions (3.5x on a Kodak image on an AVX2 machine: benchmarks/decode_profile.py)."""
     threads, before = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
     torch.backends.mkldnn.enabled = True
@@ -320,7 +319,7 @@ def _tile_prefix(tile: int | None, i: int) -> str:
 
 
 def _encode_tile(net, rgb: np.ndarray, quality: float, prefix: str, refine: int, progress) -> list[Section]:
-    lat = _analyse(net, _to_tensor(rgb, net.stride), quality, refine, rgb.shape[:2], progress)
+    lat = _analyse(net, _to_tensor(rgb, net.stride), quality, rgb.shape[:2], refine, progress)
     _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
     z_stream = entropy.encode_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
     y_streams = _encode_streams(lat.y_streams)
@@ -388,7 +387,7 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0,
     out = np.empty_like(rgb)
     for rows, cols in _tiles(h, w, _tile_side(net, h, w, tile)):
         part = rgb[rows, cols]
-        lat = _analyse(net, _to_tensor(part, net.stride), quality, refine, part.shape[:2])
+        lat = _analyse(net, _to_tensor(part, net.stride), quality, part.shape[:2], refine)
         out[rows, cols] = _synthesis(net, lat.y_hat, quality, *part.shape[:2])
     return out
 

@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from models.likelihoods import LIKELIHOOD_BOUND
+
 SGA_EPS = 1e-5
 
 
@@ -30,15 +32,11 @@ def sga_round(v: torch.Tensor, tau: float, generator: torch.Generator) -> torch.
     return lo + weights[..., 1]
 
 
-def _hard_round(v: torch.Tensor) -> torch.Tensor:
-    return torch.round(v)
-
-
 def rd_cost(model, x: torch.Tensor, y, z, quality: torch.Tensor, rounding, h: int, w: int) -> torch.Tensor:
     """lambda * 255^2 * MSE + bpp (likelihood estimate) over the image's own h x w pixels."""
     out = model.forward_latents(y, z, quality, rounding)
     # clamped here too: weights exported in float16 before 2026-12-01 hold their bounds as 0
-    bits = -sum(torch.log2(lik.clamp_min(1e-9)).sum() for lik in out["likelihoods"].values())
+    bits = -sum(torch.log2(lik.clamp_min(LIKELIHOOD_BOUND)).sum() for lik in out["likelihoods"].values())
     mse = (out["x_hat"][..., :h, :w] - x[..., :h, :w]).pow(2).mean()
     return model.lambda_for(quality)[0] * 255 ** 2 * mse + bits / (h * w)
 
@@ -55,7 +53,7 @@ def refine_latents(model, x: torch.Tensor, quality: float, steps: int, h: int, w
     with torch.no_grad():
         y0 = model.analysis(x, q)
         z0 = model.hyper_analysis(y0)
-        start_cost = rd_cost(model, x, y0, z0, q, _hard_round, h, w)
+        start_cost = rd_cost(model, x, y0, z0, q, torch.round, h, w)
     y, z = y0.clone().requires_grad_(), z0.clone().requires_grad_()
     opt = torch.optim.Adam([y, z], lr=lr)
     with torch.enable_grad():
@@ -68,7 +66,7 @@ def refine_latents(model, x: torch.Tensor, quality: float, steps: int, h: int, w
             if progress:
                 progress(t + 1, steps)
     with torch.no_grad():
-        end_cost = rd_cost(model, x, y, z, q, _hard_round, h, w)
+        end_cost = rd_cost(model, x, y, z, q, torch.round, h, w)
     if not math.isfinite(end_cost.item()) or end_cost >= start_cost:
         return y0, z0
     return y.detach(), z.detach()

@@ -30,7 +30,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX). Without it, bfloat16
-    autocast is emulated: measured 18x slower than float32 on an AVX2-only EPYC here."""
+    autocast is emulated: 8x slower than float32 on an AVX2-only EPYC here
+    (benchmarks/training_speed.py)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -58,7 +59,7 @@ SETTINGS: dict[str, tuple] = {
     "seed": (1, "seed of the weights, the noise and the patches"),
     "threads": (2, "torch threads per process"),
     "bf16": (native_bf16(), "bfloat16 autocast for the forward pass (1.6x faster on CPUs with "
-                            "AVX512-BF16, 18x slower without; the default says whether this CPU has it)"),
+                            "AVX512-BF16, 8x slower without; the default says whether this CPU has it)"),
     "log_every": (50, "steps per row of log.csv"),
 }
 DEFAULTS = {k: v[0] for k, v in SETTINGS.items()}
