@@ -25,7 +25,12 @@ bytes raises ``NcfError`` or ``NeurocodecError`` and nothing else (docs/reliabil
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
+
+# compressai's import triggers torch's deprecation notice about torch.jit.script: not the
+# user's concern. Set here so that eval's worker processes (spawned) inherit it too.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
 
 # Attributes resolve lazily (PEP 562): `import codec.container` or `neurocodec --help`
 # must not pay for importing torch and the models.

@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import time
-import warnings
 
 from io import BytesIO
 
@@ -32,6 +31,8 @@ def _cmd_encode(args) -> int:
 
     if args.bpp is not None:
         raise NeurocodecError("--bpp applies to videos; images take --quality")
+    if args.threads is not None:
+        raise NeurocodecError("--threads applies to videos (image coding sets its own threads)")
     quality = 4.0 if args.quality is None else args.quality
     limits = _limits(args)
     source = files.read_bytes(args.input, limits.max_file_bytes)
@@ -72,7 +73,7 @@ def _encode_video(args) -> int:
     try:
         data = encode_video(args.input, bpp=args.bpp, quality=args.quality, frames=args.frames,
                             size=args.size, epochs=args.epochs, model=args.model, resume_dir=resume_dir,
-                            _recon=recon)
+                            threads=args.threads, _recon=recon)
     except KeyboardInterrupt:
         print(f"neurocodec: interrupted; rerun the same command with --resume to continue "
               f"(state in {resume_dir})", file=sys.stderr)
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--size", default=None, help="resize frames to WxH first, e.g. 320x180")
     v.add_argument("--epochs", type=int, default=None, help="training epochs of the first group of frames")
     v.add_argument("--resume", action="store_true", help="continue an interrupted video encode from OUT.resume/")
+    v.add_argument("--threads", type=int, default=None,
+                   help="torch threads for the fit (default: torch's, one per core); 1 is much "
+                        "faster when other jobs share the cores")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
     _add_limit_flags(p)
     p.set_defaults(func=_cmd_encode)
@@ -283,8 +287,6 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # compressai's import triggers torch's deprecation notice about torch.jit.script: not the user's concern
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from codec.cli import main
@@ -85,7 +86,12 @@ def test_stdin_stdout_through_the_console_script(small_png):
 def test_video_encode_decode_through_the_cli(tmp_path, capsys):
     clip = ROOT.parent / "shared" / "data" / "video" / "carphone_176x144.mp4"
     ncf, y4m = tmp_path / "clip.ncf", tmp_path / "clip.y4m"
-    assert main(["encode", str(clip), "-o", str(ncf), "--frames", "2", "--size", "32x32", "--epochs", "2", "--verify"]) == 0
+    assert main(["encode", str(clip), "-o", str(ncf), "--frames", "2", "--size", "32x32", "--threads", "0"]) == 1
+    assert "threads must be >= 1" in capsys.readouterr().err and not ncf.exists()
+    threads = torch.get_num_threads()
+    assert main(["encode", str(clip), "-o", str(ncf), "--frames", "2", "--size", "32x32", "--epochs", "2", "--verify",
+                 "--threads", "1"]) == 0
+    assert torch.get_num_threads() == threads
     assert not (tmp_path / "clip.ncf.resume").exists()
     capsys.readouterr()
     assert main(["info", str(ncf), "--json"]) == 0
@@ -95,6 +101,13 @@ def test_video_encode_decode_through_the_cli(tmp_path, capsys):
     assert y4m.read_bytes().startswith(b"YUV4MPEG2 ")
     assert main(["decode", str(ncf), "-o", str(tmp_path / "frames")]) == 0
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["frame_00000.png", "frame_00001.png"]
+
+
+def test_video_only_flags_are_refused_for_images(tmp_path, small_png, capsys):
+    ncf = tmp_path / "a.ncf"
+    for flag in (["--bpp", "0.1"], ["--threads", "1"]):
+        assert main(["encode", str(small_png), "-o", str(ncf)] + flag) == 1
+        assert f"{flag[0]} applies to videos" in capsys.readouterr().err and not ncf.exists()
 
 
 def test_limit_flags(tmp_path, small_png, capsys):
