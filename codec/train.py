@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import copy
 import csv
+import hashlib
 import json
 import math
 import os
@@ -362,19 +363,21 @@ def _weights_from(folder: str):
         load_model.cache_clear()
 
 
-def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", extra: dict | None = None) -> dict:
+def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", extra: dict | None = None,
+                  kodak_results: str | Path | None = None) -> dict:
     """Write a model's weights as safetensors plus its manifest.json entry beside it.
 
     The entropy bottleneck's quantized CDF tables are computed here, once, and shipped in
     the file, so encoder and decoder read identical tables instead of recomputing them.
     Float tensors are stored as `dtype` (but for the likelihood bounds); the codec computes
-    in float32 from what is stored.
+    in float32 from what is stored. `kodak_results`: an `eval images` JSON that measured
+    exactly these weights; its curve goes into the entry (see `kodak_entry`).
     """
     import torch
     from safetensors.torch import save
 
     from codec import files
-    from codec.zoo import file_sha256, get_preset
+    from codec.zoo import get_preset
 
     preset = get_preset(preset_name)
     if path.name != preset.weights_file:
@@ -385,9 +388,12 @@ def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", e
     # the likelihood bounds (1e-9) stay float32: float16 would store them as 0
     tensors = {k: (v.to(cast) if v.is_floating_point() and not k.endswith(".bound") else v).detach().contiguous()
                for k, v in model.state_dict().items()}
-    files.write_atomic(str(path), save(tensors))
-    entry = {"preset": preset_name, "file": path.name, "sha256": file_sha256(path), "dtype": dtype,
+    data = save(tensors)
+    entry = {"preset": preset_name, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "dtype": dtype,
              "config": preset.config, "lambdas": list(model.lambdas), **(extra or {})}
+    if kodak_results is not None:  # checked before anything is written
+        entry["kodak"] = kodak_entry(kodak_results, preset_name, entry["sha256"])
+    files.write_atomic(str(path), data)
     manifest_path = path.parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest[preset_name] = entry
@@ -395,9 +401,38 @@ def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", e
     return entry
 
 
-def export_weights(run_dir: str | Path, output: str | Path, dtype: str = "float16") -> dict:
+def kodak_entry(results_path: str | Path, preset_name: str, sha256: str) -> dict:
+    """The measured curve of `neurocodec:<preset_name>` in an `eval images` JSON, for the
+    manifest. Refused unless every point was measured with the weights of `sha256`, so a
+    manifest never quotes results of other weights."""
+    results = json.loads(Path(results_path).read_text())
+    name = f"neurocodec:{preset_name}"
+    found = [c for c in results.get("codecs", []) if c.get("name") == name]
+    if not found:
+        raise ValueError(f"{results_path} has no results of {name}")
+    measured = found[0]
+    others = {s.get("weights_sha256") for s in measured["settings"]} - {sha256}
+    if others:
+        raise ValueError(f"{results_path} measured {name} with other weights (sha256 "
+                         f"{', '.join(sorted(str(o)[:16] for o in others))}...); rerun the evaluation")
+    r = measured["results"]
+    entry = {"command": results.get("command"), "images": len(results.get("images", [])),
+             "quality": [s["quality"] for s in measured["settings"]],
+             "bpp": [round(v, 4) for v in r["bpp"]], "psnr_rgb": [round(v, 3) for v in r["psnr-rgb"]],
+             "ms_ssim": [round(v, 5) for v in r["ms-ssim"]]}
+    bd = results.get("bd") or {}
+    row = [x for x in bd.get("rows", []) if x["codec"] == name]
+    if row:  # null: the curves do not overlap
+        value = row[0]["bd_rate_psnr_pct"]
+        entry[f"bd_rate_vs_{bd['anchor']}_pct"] = None if value is None else round(value, 2)
+    return entry
+
+
+def export_weights(run_dir: str | Path, output: str | Path, dtype: str = "float16",
+                   kodak_results: str | Path | None = None) -> dict:
     """Export a run's checkpoint to `output` (named `<preset>.safetensors`) and its manifest entry:
-    config, sha256, steps, wall-clock, data, settings and the last validation results."""
+    config, sha256, steps, wall-clock, data, settings, the last validation results and,
+    given `kodak_results`, the Kodak curve measured with these weights."""
     import torch
 
     from codec.zoo import get_preset
@@ -419,7 +454,7 @@ def export_weights(run_dir: str | Path, output: str | Path, dtype: str = "float1
                                   "quality": [float(r["quality"]) for r in last],
                                   "bpp": [float(r["bpp"]) for r in last],
                                   "psnr": [float(r["psnr"]) for r in last]}
-    return write_weights(model, cfg["model"], Path(output), dtype, {"training": training})
+    return write_weights(model, cfg["model"], Path(output), dtype, {"training": training}, kodak_results)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -455,13 +490,16 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     e.add_argument("run_dir", help="run folder holding checkpoint.pt")
     e.add_argument("-o", "--output", required=True, help="WEIGHTS_DIR/<preset>.safetensors (manifest.json goes beside it)")
     e.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored float type (default float16)")
+    e.add_argument("--kodak", metavar="RESULTS_JSON",
+                   help="an `eval images` JSON measured with these weights (export, evaluate, export again "
+                        "with --kodak: the file is the same): its curve and BD-rate go into the manifest")
     p.set_defaults(func=_cmd_train)
     return p
 
 
 def _cmd_train(args) -> int:
     if args.train_command == "export":
-        entry = export_weights(args.run_dir, args.output, args.dtype)
+        entry = export_weights(args.run_dir, args.output, args.dtype, args.kodak)
         print(f"wrote {args.output} ({entry['training']['steps']} steps, sha256 {entry['sha256'][:16]}...)")
         return 0
     if not args.run:

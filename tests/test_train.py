@@ -81,6 +81,30 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
     with pytest.raises(ValueError, match="must be named"):
         export_weights(run, weights / "other.safetensors")
 
+    # the Kodak curve enters the manifest only from an evaluation of exactly these weights
+    results = tmp_path / "eval.json"
+    with _weights_from(str(weights)):
+        assert main(["eval", "images", str(folders / "val"), "--codecs", "neurocodec:hyperprior-small,jpeg",
+                     "--qualities", "neurocodec=1,8", "jpeg=50,90", "--anchor", "jpeg", "--workers", "1",
+                     "--out", str(results), "--reference", "none"]) == 0
+    weights_bytes = (weights / "hyperprior-small.safetensors").read_bytes()
+    assert main(["train", "export", str(run), "-o", str(weights / "hyperprior-small.safetensors"),
+                 "--kodak", str(results)]) == 0
+    assert (weights / "hyperprior-small.safetensors").read_bytes() == weights_bytes  # export is deterministic
+    kodak = json.loads((weights / "manifest.json").read_text())["hyperprior-small"]["kodak"]
+    measured = json.loads(results.read_text())["codecs"][0]["results"]
+    assert kodak["quality"] == [1.0, 8.0] and kodak["images"] == 1
+    assert kodak["bd_rate_vs_jpeg_pct"] is None  # a 2-step model's curve does not overlap JPEG's
+    assert kodak["bpp"] == [round(v, 4) for v in measured["bpp"]]
+    other = tmp_path / "other"
+    main(["train", "--run", str(other), "--model", "hyperprior-small", "--data", str(folders / "train"),
+          "--steps", "1", "--crop", "64", "--batch", "1", "--threads", "1", "--no-bf16", "--seed", "2"])
+    manifest = (weights / "manifest.json").read_bytes()
+    with pytest.raises(ValueError, match="other weights"):
+        export_weights(other, weights / "hyperprior-small.safetensors", kodak_results=results)
+    assert (weights / "hyperprior-small.safetensors").read_bytes() == weights_bytes  # nothing written
+    assert (weights / "manifest.json").read_bytes() == manifest
+
 
 def test_settings_flags_override_saved_config_on_resume(folders, tmp_path, capsys):
     run = tmp_path / "run"
