@@ -347,12 +347,15 @@ class Validator:
 
 @contextlib.contextmanager
 def _weights_from(folder: str):
-    """Point the model zoo at `folder` for a while (and forget models it loaded meanwhile)."""
+    """Point the model zoo at `folder` for a while (and forget the models and the eval
+    adapters, which record the weights' sha256, that were built before or meanwhile)."""
+    from codec.eval_codecs import image_codec
     from codec.zoo import load_model
 
     before = os.environ.get("NEUROCODEC_WEIGHTS")
     os.environ["NEUROCODEC_WEIGHTS"] = folder
     load_model.cache_clear()
+    image_codec.cache_clear()
     try:
         yield
     finally:
@@ -361,6 +364,7 @@ def _weights_from(folder: str):
         else:
             os.environ["NEUROCODEC_WEIGHTS"] = before
         load_model.cache_clear()
+        image_codec.cache_clear()
 
 
 def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", extra: dict | None = None,
