@@ -32,7 +32,7 @@ def _cmd_encode(args) -> int:
     if args.bpp is not None:
         raise NeurocodecError("--bpp applies to videos; images take --quality")
     if args.threads is not None:
-        raise NeurocodecError("--threads applies to videos (image coding sets its own threads)")
+        raise NeurocodecError("--threads applies to videos; images use torch's threads (OMP_NUM_THREADS)")
     quality = 4.0 if args.quality is None else args.quality
     limits = _limits(args)
     source = files.read_bytes(args.input, limits.max_file_bytes)
