@@ -1,9 +1,13 @@
-"""Training steps per second of a preset on this machine: float32 against bfloat16 autocast.
+"""Training steps per second of a preset on this machine, for several ways of running a step.
 
-    python benchmarks/training_speed.py --model mlic-tiny-gaussian --threads 2 --crop 256 --batch 4
+    python benchmarks/training_speed.py --model mlic-small-gaussian --threads 2 --crop 256 --batch 4
+    python benchmarks/training_speed.py --variants fp32,channels_last,compile
 
 Times forward + RD loss + backward + AdamW on random patches (median of the steps after two
-warm-up steps), the same work as one step of `neurocodec train`, both settings in one run.
+warm-up steps), the same work as one step of `neurocodec train`. Variants, all in one run and
+reported as ratios to the first: `fp32` (what `train` does without native bfloat16), `bf16`
+(autocast, what `train --bf16` does), `channels_last` (model and input in NHWC) and `compile`
+(`torch.compile` of the model; its compile time is reported apart, it is not in the median).
 """
 import argparse
 import statistics
@@ -13,24 +17,33 @@ import torch
 
 from codec.zoo import get_preset
 
+VARIANTS = ("fp32", "bf16", "channels_last", "compile")
 
-def seconds_per_step(model_name: str, bf16: bool, crop: int, batch: int, steps: int) -> float:
+
+def seconds_per_step(model_name: str, variant: str, crop: int, batch: int, steps: int) -> tuple[float, float]:
+    """(median seconds per step, seconds of the first step, which includes any compiling)."""
     torch.manual_seed(0)
     model = get_preset(model_name).build().train()
     opt = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.endswith("quantiles")], lr=1e-4)
     x = torch.rand(batch, 3, crop, crop)
+    forward = model
+    if variant == "channels_last":
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif variant == "compile":
+        forward = torch.compile(model)
     times = []
     for _ in range(steps + 2):
         t = time.perf_counter()
         q = torch.rand(batch) * (model.levels - 1) + 1
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(x, q)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
+            out = forward(x, q)
         loss = model.rd_loss(x, q, out)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    return statistics.median(times[2:])
+    return statistics.median(times[2:]), times[0]
 
 
 def main():
@@ -40,15 +53,20 @@ def main():
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--variants", default="fp32,bf16", help=f"comma-separated, from {', '.join(VARIANTS)}")
     args = ap.parse_args()
+    variants = args.variants.split(",")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        ap.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     torch.set_num_threads(args.threads)
     base = None
-    for bf16 in (False, True):
-        s = seconds_per_step(args.model, bf16, args.crop, args.batch, args.steps)
+    for variant in variants:
+        s, first = seconds_per_step(args.model, variant, args.crop, args.batch, args.steps)
         base = base or s
-        print(f"{args.model} threads={args.threads} {'bf16' if bf16 else 'fp32'}: {s:.3f} s/step, "
-              f"{1 / s:.2f} steps/s, {args.batch * args.crop ** 2 / s / 1e3:.0f} kpixel/s, "
-              f"{base / s:.2f}x of fp32")
+        extra = f", first step {first:.0f} s" if variant == "compile" else ""
+        print(f"{args.model} threads={args.threads} {variant}: {s:.3f} s/step, {1 / s:.2f} steps/s, "
+              f"{args.batch * args.crop ** 2 / s / 1e3:.0f} kpixel/s, {base / s:.2f}x of {variants[0]}{extra}")
 
 
 if __name__ == "__main__":
