@@ -71,19 +71,19 @@ def main():
     if unknown:
         ap.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     torch.set_num_threads(args.threads)
-    base = None
+    base = first_step = None
     for variant in variants:
-        s, first = seconds_per_step(make_step(args.model, variant, args.crop, args.batch), args.steps)
+        step = make_step(args.model, variant, args.crop, args.batch)
+        first_step = first_step or step
+        s, first = seconds_per_step(step, args.steps)
         base = base or s
         extra = f", first step {first:.0f} s" if variant == "compile" else ""
         print(f"{args.model} threads={args.threads} {variant}: {s:.3f} s/step, {1 / s:.2f} steps/s, "
               f"{args.batch * args.crop ** 2 / s / 1e3:.0f} kpixel/s, {base / s:.2f}x of {variants[0]}{extra}")
-    if args.profile:
-        step = make_step(args.model, variants[0], args.crop, args.batch)
-        step()
+    if args.profile:  # the first variant's step, already warmed up by its timing
         with torch.profiler.profile() as prof:
             for _ in range(2):
-                step()
+                first_step()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
