@@ -3,6 +3,9 @@ reconstruction without rounding (synthesis(analysis(x))) beside the eval-mode fo
 with rounding, per quality, on one image.
 
     python benchmarks/transform_ceiling.py [--model mlic-tiny-gaussian] [--image ../shared/data/kodak/kodim19.png]
+    # older weights of the same preset, e.g. from git history:
+    git show c8cc26d~1:weights/mlic-small-gaussian.safetensors > /tmp/w.safetensors
+    python benchmarks/transform_ceiling.py --model mlic-small-gaussian --weights /tmp/w.safetensors
 
 If the unquantized PSNR stays flat across qualities, the transforms (capacity or training)
 cap the quality, not the entropy model.
@@ -14,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from codec.zoo import DEFAULT_IMAGE_MODEL, load_model
+from codec.zoo import DEFAULT_IMAGE_MODEL, build_with_weights, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,8 +27,9 @@ def main():
     ap.add_argument("--model", default=DEFAULT_IMAGE_MODEL)
     ap.add_argument("--image", default=str(ROOT.parent / "shared/data/kodak/kodim19.png"))
     ap.add_argument("--qualities", type=float, nargs="+", default=[1.0, 4.0, 8.0])
+    ap.add_argument("--weights", help="a .safetensors file for --model instead of its shipped weights")
     args = ap.parse_args()
-    net, _ = load_model(args.model)
+    net = build_with_weights(args.model, args.weights) if args.weights else load_model(args.model)[0]
     rgb = np.array(Image.open(args.image).convert("RGB"))
     h, w = (s // net.stride * net.stride for s in rgb.shape[:2])  # crop to the stride: no padding effects
     x = torch.from_numpy(rgb[:h, :w]).permute(2, 0, 1).float().div(255)[None]
