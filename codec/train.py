@@ -44,7 +44,8 @@ def native_bf16() -> bool:
 SETTINGS: dict[str, tuple] = {
     "model": ("mlic-tiny-gaussian", "model preset to train (see `neurocodec models`)"),
     "init": (None, "start a new run from these weights (.safetensors): tensors whose name and shape "
-                   "match the model are loaded, the others keep their fresh initialization"),
+                   "match the model are loaded, layers of a wider model are widened to the same "
+                   "function, the others keep their fresh initialization"),
     "data": (None, "folder of training images, searched recursively (PNG, JPEG, WebP)"),
     "val": (None, "folder of validation images (e.g. Kodak); none: no validation"),
     "val_count": (6, "validate on this many images, evenly spaced in the sorted folder"),
@@ -266,22 +267,66 @@ def train(run_dir: str | Path, cfg: dict, resume: bool = False, checkpoint_every
     return model
 
 
-def init_from(model, path: str | Path) -> list[str]:
-    """Copy the parameters of a safetensors file whose name and shape match into `model` (a
-    warm start across architecture changes, e.g. a wider latent); returns their names.
-    Buffers are not copied: shipped float16 files hold the 1e-9 likelihood bounds as 0."""
+def init_from(model, path: str | Path, noise: float = 0.25) -> list[str]:
+    """Warm-start `model` from a safetensors file (e.g. across a wider latent or wider
+    transforms); returns the names of the parameters taken from it.
+
+    A parameter with the same name and shape is copied. One whose every dimension is a
+    whole multiple of the file's (a layer widened k times) is widened Net2Net-style so that
+    the model computes the same function: output channels are repeated k times, and each
+    input channel's weights are split into k parts that sum to the original, W/k plus
+    zero-sum noise (`noise` times the weights' std / k). The noise changes nothing while the
+    copies are equal, and makes their gradients differ so that they do not stay copies.
+    Everything else keeps its fresh initialization. Buffers are not copied: shipped float16
+    files hold the 1e-9 likelihood bounds as 0."""
     import torch
     from safetensors.torch import load_file
 
     own = dict(model.named_parameters())
-    matched = {k: v.to(own[k].dtype) for k, v in load_file(str(path)).items()
-               if k in own and own[k].shape == v.shape}
-    if not matched:
+    modules = dict(model.named_modules())
+    taken = {}
+    for name, v in load_file(str(path)).items():
+        if name not in own or own[name].dim() != v.dim():
+            continue
+        target = own[name].shape
+        if target == v.shape:
+            taken[name] = v.to(own[name].dtype)
+        elif all(t % s == 0 for t, s in zip(target, v.shape)):
+            module = modules.get(name.rpartition(".")[0])
+            in_dim = _input_dim(module) if name.endswith(".weight") else None
+            taken[name] = _widen(v.to(own[name].dtype), target, in_dim, noise)
+    if not taken:
         raise ValueError(f"no tensor of {path} fits model {type(model).__name__}")
     with torch.no_grad():
-        for k, v in matched.items():
+        for k, v in taken.items():
             own[k].copy_(v)
-    return sorted(matched)
+    return sorted(taken)
+
+
+def _input_dim(module) -> int | None:
+    """The dimension of a layer's weight that runs over its input channels."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.ConvTranspose2d):
+        return 0
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        return 1
+    return None
+
+
+def _widen(w, target, in_dim: int | None, noise: float):
+    """`w` grown to `target`: split along the input dimension, repeated along the others."""
+    import torch
+
+    if in_dim is not None and target[in_dim] != w.shape[in_dim]:
+        k = target[in_dim] // w.shape[in_dim]
+        jitter = torch.randn((k,) + tuple(w.shape), dtype=w.dtype) * (noise * float(w.std()) / k)
+        parts = w / k + (jitter - jitter.mean(0))
+        w = torch.cat(list(parts), in_dim)
+    for dim, size in enumerate(target):
+        if size != w.shape[dim]:
+            w = torch.cat([w] * (size // w.shape[dim]), dim)
+    return w
 
 
 class _Log:

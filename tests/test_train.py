@@ -119,6 +119,40 @@ def test_settings_flags_override_saved_config_on_resume(folders, tmp_path, capsy
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 2
 
 
+def test_init_widens_a_narrower_model_to_the_same_function(tmp_path):
+    """--init from an N=8 model into an N=16 one: every tensor is taken (the transforms
+    widened), the wider model computes what the narrower one did, and one training step
+    makes the widened copies differ (the zero-sum noise breaks their symmetry)."""
+    from safetensors.torch import save_file
+
+    from codec.train import init_from
+    from models.mlic import MLIC
+
+    torch.manual_seed(0)
+    narrow = MLIC(N=8, M=16, slices=2, Nz=8).eval()
+    with torch.no_grad():  # nonzero biases, so that their copies are tested too
+        for p in narrow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_file({k: v.contiguous() for k, v in narrow.state_dict().items()}, str(tmp_path / "n.safetensors"))
+    wide = MLIC(N=16, M=16, slices=2, Nz=8).eval()
+    names = init_from(wide, tmp_path / "n.safetensors")
+    assert len(names) == len(dict(wide.named_parameters()))
+    assert wide.g_s[2].body[0].weight.shape == (8, 16, 1, 1)  # widened, not skipped
+    x, q = torch.rand(1, 3, 64, 64), torch.tensor([3.0])
+    with torch.no_grad():
+        y = narrow.analysis(x, q)
+        assert torch.allclose(wide.analysis(x, q), y, atol=1e-4)
+        assert torch.allclose(wide.synthesis(y.round(), q), narrow.synthesis(y.round(), q), atol=1e-5)
+        assert torch.allclose(wide.hyper_synthesis(wide.hyper_analysis(y)),
+                              narrow.hyper_synthesis(narrow.hyper_analysis(y)), atol=1e-5)
+    wide.train()
+    opt = torch.optim.SGD(wide.parameters(), lr=0.1)
+    wide.rd_loss(x, q, wide(x, q))["loss"].backward()
+    opt.step()
+    first = wide.g_a[0].weight  # output channels 0..7 and their copies 8..15
+    assert not torch.allclose(first[:8], first[8:])
+
+
 def test_ddp_two_cpu_processes_stay_in_sync(folders, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
