@@ -71,7 +71,7 @@ def _threads(n: int):
 def test_every_preset_and_family_is_registered(weights):
     models = {m["name"]: m for m in zoo.list_models()}
     assert models[zoo.DEFAULT_IMAGE_MODEL]["default"] and sum(m["default"] for m in models.values()) == 1
-    for size in ("mlic-tiny", "mlic-small", "mlic++"):
+    for size in ("mlic-tiny", "mlic-small", "mlic-medium", "mlic++"):
         for family in FAMILIES:
             m = models[f"{size}-{family}"]
             assert (m["kind"], m["likelihood"]) == ("image", family)
