@@ -137,7 +137,9 @@ def test_init_widens_a_narrower_model_to_the_same_function(tmp_path):
     wide = MLIC(N=16, M=16, slices=2, Nz=8).eval()
     names = init_from(wide, tmp_path / "n.safetensors")
     assert len(names) == len(dict(wide.named_parameters()))
-    assert wide.g_s[2].body[0].weight.shape == (8, 16, 1, 1)  # widened, not skipped
+    w, w0 = wide.g_s[2].body[0].weight, narrow.g_s[2].body[0].weight  # a 1x1 conv, 8 -> 4 widened to 16 -> 8
+    assert torch.equal(w[:4], w[4:])  # output channels repeated
+    assert torch.allclose(w[:4, :8] + w[:4, 8:], w0, atol=1e-6) and not torch.allclose(w[:4, :8], w0 / 2)
     x, q = torch.rand(1, 3, 64, 64), torch.tensor([3.0])
     with torch.no_grad():
         y = narrow.analysis(x, q)
