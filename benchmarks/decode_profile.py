@@ -1,13 +1,16 @@
 """Why mlic-tiny stops near 29.7 dB, and where decoding time goes (the numbers in
 docs/models.md and docs/benchmarks.md).
 
-    python benchmarks/decode_profile.py [--model mlic-tiny-gaussian] [--kodak ../shared/data/kodak]
+    python benchmarks/decode_profile.py [--model mlic-tiny-gaussian] [--kodak ../shared/data/kodak] [--repeat 3]
 
 1. Block PCA of Kodak: PSNR when each 16x16x3 block (the area of one latent position at
    stride 16) keeps its first k principal components, k = 96 (mlic-tiny's M), 192
    (mlic-small's): a linear bound on what a latent of that width can carry.
-2. Decoding kodim01: total seconds, the part spent in the entropy decoder, and the
-   synthesis on native convolutions against oneDNN, both on one thread, in one process.
+2. Coding kodim01: encode and decode seconds, the part of decoding spent in the entropy
+   decoder, and the two transforms under each setting in one process (best of `--repeat`):
+   the analysis on native convolutions with 1 and 2 threads against oneDNN on one thread
+   (what the encoder uses), the synthesis on native convolutions against oneDNN, with
+   channels-first and channels-last activations (the decoder uses the last).
 """
 import argparse
 import time
@@ -39,14 +42,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_IMAGE_MODEL)
     ap.add_argument("--kodak", default=str(ROOT.parent / "shared/data/kodak"))
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     paths = sorted(Path(args.kodak).glob("*.png"))
     for k, p in block_pca_psnr([load_rgb(p) for p in paths], (96, 192)).items():
         print(f"block PCA, {k} of 768 components: {p:.2f} dB over {len(paths)} images")
 
-    torch.set_num_threads(1)
     rgb = load_rgb(paths[0])
+    torch.set_num_threads(1)
+    t = time.perf_counter()
     data = codec.encode_image(rgb, model=args.model)
+    encode_s = time.perf_counter() - t
     spent = [0.0]
     decode = entropy.decode
 
@@ -61,17 +67,35 @@ def main():
     codec.decode_image(data)
     total = time.perf_counter() - t
     entropy.decode = decode
-    print(f"{args.model} decode {paths[0].name}: {total:.2f} s, of which entropy decoding {spent[0]:.3f} s")
+    print(f"{args.model} {paths[0].name}: encode {encode_s:.2f} s, decode {total:.2f} s, "
+          f"of which entropy decoding {spent[0]:.3f} s")
+
+    def best(f):
+        times = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return min(times)
 
     net, _ = load_model(args.model)
     q = torch.tensor([4.0])
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        y = net.analysis(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255, q)
-        for onednn in (False, True):
+        y = net.analysis(x, q)
+        for threads, onednn in ((1, False), (2, False), (1, True)):
+            torch.set_num_threads(threads)
             torch.backends.mkldnn.enabled = onednn
-            t = time.perf_counter()
-            net.synthesis(y, q)
-            print(f"synthesis, one thread, {'oneDNN' if onednn else 'native'}: {time.perf_counter() - t:.2f} s")
+            print(f"analysis, {threads} thread(s), {'oneDNN' if onednn else 'native'}: "
+                  f"{best(lambda: net.analysis(x, q)):.3f} s")
+        torch.set_num_threads(1)
+        for onednn, layout in ((False, torch.contiguous_format), (True, torch.contiguous_format),
+                               (True, torch.channels_last)):
+            torch.backends.mkldnn.enabled = onednn
+            y_in = y.contiguous(memory_format=layout)
+            print(f"synthesis, one thread, {'oneDNN' if onednn else 'native'}, "
+                  f"{'channels-last' if layout is torch.channels_last else 'channels-first'}: "
+                  f"{best(lambda: net.synthesis(y_in, q)):.3f} s")
 
 
 if __name__ == "__main__":

@@ -164,8 +164,8 @@ def _without_onednn():
     """oneDNN's convolutions (1x1 ones, and GDN, which is a 1x1 convolution) round differently
     with the number of threads on large inputs (measured: a 2572x1740 photo decoded with 1 and
     2 threads differed with oneDNN, was identical without). The coder's parameters must not
-    depend on torch's thread count, so the analysis, hyper and context networks run on
-    PyTorch's native, thread-count invariant convolutions (the synthesis: see
+    depend on torch's thread count, so the hyper and context networks run on PyTorch's
+    native, thread-count invariant convolutions (the analysis and synthesis: see
     `_onednn_one_thread`)."""
     before = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
@@ -264,9 +264,11 @@ def _analyse(model, x: torch.Tensor, quality: float, size: tuple[int, int], refi
     coder = _y_coder(model)
     if refine:
         y, z = refine_latents(model, x, quality, refine, *size, progress=progress)
+    if not refine:
+        with _onednn_one_thread():
+            y = model.analysis(x, q)
     with _without_onednn():
         if not refine:
-            y = model.analysis(x, q)
             z = model.hyper_analysis(y)
         medians, _ = _z_medians_and_indexes(model, z.shape)
         z_symbols = torch.round(z - medians)
@@ -276,9 +278,11 @@ def _analyse(model, x: torch.Tensor, quality: float, size: tuple[int, int], refi
 
 @contextlib.contextmanager
 def _onednn_one_thread():
-    """The synthesis only makes pixels, so it may use oneDNN if its result does not depend on
-    the thread count: on one thread it does not, and it is still faster than the native
-    convolutions (3.5x on a Kodak image on an AVX2 machine: benchmarks/decode_profile.py)."""
+    """The analysis and the synthesis may use oneDNN if their results do not depend on the
+    thread count: on one thread they do not, and they are still faster than the native
+    convolutions on two (analysis 2.3x, synthesis 3.5x on a Kodak image on an AVX2 machine:
+    benchmarks/decode_profile.py). Only the decoder's contexts must match the encoder's, and
+    those run in `_without_onednn`; y itself is never recomputed by the decoder."""
     threads, before = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
     torch.backends.mkldnn.enabled = True
@@ -292,6 +296,9 @@ def _onednn_one_thread():
 @torch.no_grad()
 def _synthesis(model, y_hat: torch.Tensor, quality: float, h: int, w: int) -> np.ndarray:
     with _onednn_one_thread():
+        # channels-last activations spare oneDNN a reorder before and after every layer:
+        # 1.5-1.9x faster for every preset (benchmarks/decode_profile.py)
+        y_hat = y_hat.contiguous(memory_format=torch.channels_last)
         return _to_rgb8(model.synthesis(y_hat, torch.tensor([quality])), h, w)
 
 
