@@ -20,7 +20,7 @@ from codec.errors import NeurocodecError, WeightsError
 from models.hyperprior import DEFAULT_LAMBDAS, MeanScaleHyperprior
 from models.mlic import MLIC, MLIC_PRESETS
 
-DEFAULT_IMAGE_MODEL = "mlic-small-gaussian"
+DEFAULT_IMAGE_MODEL = "mlic-medium-gaussian"
 
 # the likelihood families each MLIC preset is registered with
 MLIC_FAMILY_NAMES = {"gaussian": "Gaussian", "gg": "generalized-Gaussian",
