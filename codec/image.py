@@ -280,8 +280,9 @@ def _analyse(model, x: torch.Tensor, quality: float, size: tuple[int, int], refi
 def _onednn_one_thread():
     """The analysis and the synthesis may use oneDNN if their results do not depend on the
     thread count: on one thread they do not, and they are still faster than the native
-    convolutions on two (mlic-medium on a Kodak image on an AVX2 machine: analysis 2.2x,
-    synthesis 4.3x faster; benchmarks/decode_profile.py). Only the decoder's contexts must match the encoder's, and
+    convolutions (mlic-medium on a Kodak image on an AVX2 machine: the analysis 2.2x faster
+    than native on two threads, the synthesis 4.3x than native on one;
+    benchmarks/decode_profile.py). Only the decoder's contexts must match the encoder's, and
     those run in `_without_onednn`; y itself is never recomputed by the decoder."""
     threads, before = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
