@@ -264,7 +264,7 @@ def _analyse(model, x: torch.Tensor, quality: float, size: tuple[int, int], refi
     coder = _y_coder(model)
     if refine:
         y, z = refine_latents(model, x, quality, refine, *size, progress=progress)
-    if not refine:
+    else:
         with _onednn_one_thread():
             y = model.analysis(x, q)
     with _without_onednn():

@@ -73,12 +73,12 @@ from models.likelihoods import MultivariateGaussianMixture, make_family, univari
 MLIC_PRESETS: dict[str, dict] = {
     # trainable on a 2-core CPU (shipped; the default until 2026-12-01)
     "mlic-tiny": {"N": 48, "M": 96, "slices": 4, "Nz": 48, "mixer_blocks": 1},
-    # shipped (the default until 2026-12-02), also trained on the CPU: mlic-tiny with twice the latent channels. With M = 96 the
+    # shipped (the default until 2026-12-02): mlic-tiny with twice the latent channels. With M = 96 the
     # transforms alone cap Kodak at ~29.7 dB at every rate (a block PCA keeping 96 of the 768
     # values of a 16x16x3 block gives 30.9 dB on Kodak, keeping 192 gives 37.1 dB), so the
     # latent width, not N, is what buys high-rate quality; the extra cost is at 1/16 resolution
     "mlic-small": {"N": 48, "M": 192, "slices": 4, "Nz": 64, "mixer_blocks": 1},
-    # the shipped default: mlic-small with twice the transform width: its transforms, not the entropy model (which
+    # the shipped default, mlic-small with twice the transform width: its transforms, not the entropy model (which
     # holds 85 % of mlic-small's parameters), cap its high rates; `train --init` widens
     # mlic-small's weights into it as the same function (codec/train.py: init_from)
     "mlic-medium": {"N": 96, "M": 192, "slices": 4, "Nz": 64, "mixer_blocks": 1},
