@@ -45,7 +45,8 @@ SETTINGS: dict[str, tuple] = {
     "model": ("mlic-tiny-gaussian", "model preset to train (see `neurocodec models`)"),
     "init": (None, "start a new run from these weights (.safetensors): tensors whose name and shape "
                    "match the model are loaded, layers of a wider model are widened to the same "
-                   "function, the others keep their fresh initialization"),
+                   "function, a Gaussian model's parameter heads are carried to the GG family as the same "
+                   "law, the others keep their fresh initialization"),
     "data": (None, "folder of training images, searched recursively (PNG, JPEG, WebP)"),
     "val": (None, "folder of validation images (e.g. Kodak); none: no validation"),
     "val_count": (6, "validate on this many images, evenly spaced in the sorted folder"),
@@ -277,30 +278,49 @@ def init_from(model, path: str | Path, noise: float = 0.25) -> list[str]:
     input channel's weights are split into k parts that sum to the original, W/k plus
     zero-sum noise (`noise` times the weights' std / k). The noise changes nothing while the
     copies are equal, and makes their gradients differ so that they do not stay copies.
-    Everything else keeps its fresh initialization. Buffers are not copied: shipped float16
+    From a Gaussian model (the manifest beside the file says so) to one of another family,
+    the parameter heads' last layers are rewritten to emit the same law where the family can
+    (`model.from_gaussian`: GG with beta = 2), so the new family starts where the Gaussian
+    training left off. Everything else keeps its fresh initialization. Buffers are not copied: shipped float16
     files hold the 1e-9 likelihood bounds as 0."""
     import torch
     from safetensors.torch import load_file
 
     own = dict(model.named_parameters())
     modules = dict(model.named_modules())
+    from_gaussian = getattr(model, "from_gaussian", None) if _likelihood_of(path) == "gaussian" else None
     taken = {}
     for name, v in load_file(str(path)).items():
         if name not in own or own[name].dim() != v.dim():
             continue
         target = own[name].shape
+        v = v.to(own[name].dtype)
         if target == v.shape:
-            taken[name] = v.to(own[name].dtype)
+            taken[name] = v
+        elif from_gaussian and (carried := from_gaussian(name, v)) is not None and carried.shape == target:
+            taken[name] = carried
         elif all(t % s == 0 for t, s in zip(target, v.shape)):
             module = modules.get(name.rpartition(".")[0])
             in_dim = _input_dim(module) if name.endswith(".weight") else None
-            taken[name] = _widen(v.to(own[name].dtype), target, in_dim, noise)
+            taken[name] = _widen(v, target, in_dim, noise)
     if not taken:
         raise ValueError(f"no tensor of {path} fits model {type(model).__name__}")
     with torch.no_grad():
         for k, v in taken.items():
             own[k].copy_(v)
     return sorted(taken)
+
+
+def _likelihood_of(path: str | Path) -> str | None:
+    """The likelihood family of a weights file, from the manifest.json beside it (None if it
+    does not say)."""
+    manifest = Path(path).parent / "manifest.json"
+    if not manifest.exists():
+        return None
+    for entry in json.loads(manifest.read_text()).values():
+        if entry.get("file") == Path(path).name:
+            return entry.get("config", {}).get("likelihood")
+    return None
 
 
 def _input_dim(module) -> int | None:

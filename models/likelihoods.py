@@ -122,6 +122,13 @@ class LikelihoodFamily(nn.Module):
     def coding_values(self, params: dict) -> dict:
         raise NotImplementedError
 
+    def head_rows_from_gaussian(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """Given the rows (weights or bias) of a Gaussian parameter head's last layer
+        ([scale | mean], C each), the rows of this family's head that emit the same law; None
+        where the family cannot express it. Lets `train --init` carry a trained Gaussian model
+        over to another family as the same function."""
+        return None
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
 
@@ -243,6 +250,14 @@ class GeneralizedGaussian(LikelihoodFamily):
 
     def coding_values(self, params: dict) -> dict:
         return {"mean": params["mean"], "scale": params["scale"], "beta": params["beta"]}
+
+    def head_rows_from_gaussian(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """beta = 2 (raw 0) and alpha = sqrt(2) sigma: the Gaussian itself, bound included
+        (alpha_min(2) = sqrt(2) 0.11). Element mode only: the other modes keep [scale | mean]."""
+        if self.beta_mode != "element":
+            return None
+        scale, mean = rows.chunk(2, 0)
+        return torch.cat([scale * _SQRT2, mean, torch.zeros_like(scale)], 0)
 
     def extra_repr(self) -> str:
         return f"name='gg', beta_mode={self.beta_mode!r}, rectify={self.rectify}"

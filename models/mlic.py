@@ -273,6 +273,18 @@ class MLIC(VariableRate, nn.Module):
         self.nonanchor_head = nn.ModuleList(_head(5 * c2, P) for _ in range(slices))
         self.lrp = nn.ModuleList(_head(3 * c2 + Cs, Cs) for _ in range(slices))
 
+    def from_gaussian(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        """The tensor `name` of a Gaussian model of this shape, as this model's family needs it
+        (the last layers of the parameter heads; see LikelihoodFamily.head_rows_from_gaussian),
+        or None where it cannot be carried over."""
+        last = len(self.anchor_head[0]) - 1
+        head, _, rest = name.partition("_head.")
+        if head not in ("anchor", "nonanchor") or rest.split(".", 1)[-1] not in (f"{last}.weight", f"{last}.bias"):
+            return None
+        if tensor.shape[0] != 2 * self.Cs:
+            return None
+        return self.likelihood_family.head_rows_from_gaussian(tensor)
+
     # --- the pieces the codec calls -------------------------------------------------
     def analysis(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         return self.g_a(x) * self.gain(quality)

@@ -155,6 +155,33 @@ def test_init_widens_a_narrower_model_to_the_same_function(tmp_path):
     assert not torch.allclose(first[:8], first[8:])
 
 
+def test_init_carries_a_gaussian_model_to_the_gg_family_as_the_same_law(tmp_path):
+    """--init from shipped Gaussian weights into the GG family: every parameter is taken,
+    the heads emit beta = 2 and alpha = sqrt(2) sigma, so reconstruction and rate are the
+    Gaussian model's; without a manifest saying the file is Gaussian the heads stay fresh."""
+    from codec.train import init_from, write_weights
+    from codec.zoo import get_preset
+
+    torch.manual_seed(0)
+    gauss = get_preset("mlic-tiny-gaussian").build().eval()
+    with torch.no_grad():
+        for p in gauss.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path / "mlic-tiny-gaussian.safetensors"
+    write_weights(gauss, "mlic-tiny-gaussian", path, "float32")
+    gg = get_preset("mlic-tiny-gg").build().eval()
+    assert len(init_from(gg, path)) == len(dict(gg.named_parameters()))
+    x, q = torch.rand(1, 3, 128, 128), torch.tensor([3.0])
+    with torch.no_grad():
+        a, b = gauss(x, q), gg(x, q)
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    bits_a, bits_b = (-r["likelihoods"]["y"].log2().sum().item() for r in (a, b))
+    assert abs(bits_a - bits_b) < 1e-4 * bits_a  # the GG scale bound at beta = 2 is tabulated
+    (tmp_path / "manifest.json").unlink()
+    fresh = get_preset("mlic-tiny-gg").build()
+    assert "anchor_head.0.4.weight" not in init_from(fresh, path)
+
+
 def test_ddp_two_cpu_processes_stay_in_sync(folders, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
