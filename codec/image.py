@@ -165,14 +165,17 @@ def _without_onednn():
     with the number of threads on large inputs (measured: a 2572x1740 photo decoded with 1 and
     2 threads differed with oneDNN, was identical without). The coder's parameters must not
     depend on torch's thread count, so the hyper and context networks run on PyTorch's
-    native, thread-count invariant convolutions (the analysis and synthesis: see
-    `_onednn_one_thread`)."""
-    before = torch.backends.mkldnn.enabled
+    native convolutions, and on one thread: on an AVX512 Xeon (2026-12-02) the native ones
+    also differed between 1 and 2 threads (a file encoded on 2 failed to decode on 1,
+    tests/test_image.py). The analysis and synthesis: see `_onednn_one_thread`."""
+    threads, before = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    torch.set_num_threads(1)
     torch.backends.mkldnn.enabled = False
     try:
         yield
     finally:
         torch.backends.mkldnn.enabled = before
+        torch.set_num_threads(threads)
 
 
 class _MeanScaleY:
