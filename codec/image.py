@@ -160,17 +160,19 @@ def _symbols(v: np.ndarray, what: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- y: per model kind
 @contextlib.contextmanager
-def _without_onednn():
-    """oneDNN's convolutions (1x1 ones, and GDN, which is a 1x1 convolution) round differently
-    with the number of threads on large inputs (measured: a 2572x1740 photo decoded with 1 and
-    2 threads differed with oneDNN, was identical without). The coder's parameters must not
-    depend on torch's thread count, so the hyper and context networks run on PyTorch's
-    native convolutions, and on one thread: on an AVX512 Xeon (2026-12-02) the native ones
-    also differed between 1 and 2 threads (a file encoded on 2 failed to decode on 1,
-    tests/test_image.py). The analysis and synthesis: see `_onednn_one_thread`."""
+def _one_thread(onednn: bool):
+    """Torch on one thread, with or without oneDNN: nothing the codec computes may depend on
+    the thread count. The coder's parameters (hyper and context networks) run without oneDNN,
+    whose convolutions round differently with the thread count on large inputs (a 2572x1740
+    photo decoded with 1 and 2 threads differed), and on one thread, since on an AVX512 Xeon
+    (2026-12-02) PyTorch's native ones did too (a file encoded with 2 threads failed to decode
+    with 1, tests/test_image.py). The analysis and the synthesis use oneDNN: on one thread it
+    is invariant and still faster than native (mlic-medium on a Kodak image on an AVX2
+    machine: the analysis 2.2x faster than native on two threads, the synthesis 4.3x than
+    native on one; benchmarks/decode_profile.py); y itself is never recomputed by the decoder."""
     threads, before = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(1)
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = onednn
     try:
         yield
     finally:
@@ -268,9 +270,9 @@ def _analyse(model, x: torch.Tensor, quality: float, size: tuple[int, int], refi
     if refine:
         y, z = refine_latents(model, x, quality, refine, *size, progress=progress)
     else:
-        with _onednn_one_thread():
+        with _one_thread(onednn=True):
             y = model.analysis(x, q)
-    with _without_onednn():
+    with _one_thread(onednn=False):
         if not refine:
             z = model.hyper_analysis(y)
         medians, _ = _z_medians_and_indexes(model, z.shape)
@@ -279,27 +281,9 @@ def _analyse(model, x: torch.Tensor, quality: float, size: tuple[int, int], refi
     return _Latents(z_symbols.numpy().astype(np.int32), streams, y_hat)
 
 
-@contextlib.contextmanager
-def _onednn_one_thread():
-    """The analysis and the synthesis may use oneDNN if their results do not depend on the
-    thread count: on one thread they do not, and they are still faster than the native
-    convolutions (mlic-medium on a Kodak image on an AVX2 machine: the analysis 2.2x faster
-    than native on two threads, the synthesis 4.3x than native on one;
-    benchmarks/decode_profile.py). Only the decoder's contexts must match the encoder's, and
-    those run in `_without_onednn`; y itself is never recomputed by the decoder."""
-    threads, before = torch.get_num_threads(), torch.backends.mkldnn.enabled
-    torch.set_num_threads(1)
-    torch.backends.mkldnn.enabled = True
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = before
-        torch.set_num_threads(threads)
-
-
 @torch.no_grad()
 def _synthesis(model, y_hat: torch.Tensor, quality: float, h: int, w: int) -> np.ndarray:
-    with _onednn_one_thread():
+    with _one_thread(onednn=True):
         # channels-last activations spare oneDNN a reorder before and after every layer:
         # 1.2x (mlic-small) to 1.8x (mlic-medium) faster (benchmarks/decode_profile.py)
         y_hat = y_hat.contiguous(memory_format=torch.channels_last)
@@ -444,7 +428,7 @@ def _decode_tile(net, header: Header, take, h: int, w: int) -> np.ndarray:
     medians, z_indexes = _z_medians_and_indexes(net, z_shape)
     z_symbols = entropy.decode_table(take("z"), z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
     z_hat = torch.from_numpy(z_symbols).float() + medians
-    with _without_onednn():
+    with _one_thread(onednn=False):
         y_hat = _y_coder(net).decode(net, z_hat, torch.tensor([header.quality]), take)
     return _synthesis(net, y_hat, header.quality, h, w)
 

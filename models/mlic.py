@@ -277,11 +277,10 @@ class MLIC(VariableRate, nn.Module):
         """The tensor `name` of a Gaussian model of this shape, as this model's family needs it
         (the last layers of the parameter heads; see LikelihoodFamily.head_rows_from_gaussian),
         or None where it cannot be carried over."""
-        last = len(self.anchor_head[0]) - 1
-        head, _, rest = name.partition("_head.")
-        if head not in ("anchor", "nonanchor") or rest.split(".", 1)[-1] not in (f"{last}.weight", f"{last}.bias"):
-            return None
-        if tensor.shape[0] != 2 * self.Cs:
+        parts = name.split(".")  # e.g. anchor_head.2.4.weight: slice 2, layer 4 (the last)
+        is_last_layer = (parts[0] in ("anchor_head", "nonanchor_head") and len(parts) == 4
+                         and int(parts[2]) == len(self.anchor_head[0]) - 1)
+        if not is_last_layer or tensor.shape[0] != 2 * self.Cs:
             return None
         return self.likelihood_family.head_rows_from_gaussian(tensor)
 
