@@ -460,7 +460,12 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
         try:
             out[rows, cols] = _decode_tile(net, header, take, rows.stop - rows.start, cols.stop - cols.start)
         except entropy.EntropyCodingError as e:
-            raise NcfError(f"corrupt stream in tile {i}: {e}") from None
+            # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
+            # file was crafted, or the encoder's CPU computed the coder's parameters differently.
+            raise NcfError(f"the streams of tile {i} do not decode ({e}) although their CRCs match: the file "
+                           f"was made by a faulty encoder, or on a CPU whose float arithmetic differs from "
+                           f"this one's (files do not yet move between AVX2 and AVX512 machines; "
+                           f"docs/reliability.md)") from None
     if streams:
         raise NcfError(f"file has sections {sorted(streams)} that model {header.model!r} does not use")
     return out
