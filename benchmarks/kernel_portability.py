@@ -1,14 +1,25 @@
-"""Do .ncf files decode under other CPU kernels than the encoder's? PyTorch picks its SIMD
-kernels per CPU (AVX512, AVX2, none); ATEN_CPU_CAPABILITY forces a set, so one machine can
-stand in for others. Each model encodes the image once with this CPU's kernels, then every
-kernel set decodes it in its own process; the pixels are compared with the native decode.
+"""Do .ncf files decode on CPUs other than the encoder's? PyTorch, MKL and oneDNN pick their
+SIMD kernels per CPU (AVX512, AVX2, none); ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS and
+ONEDNN_MAX_CPU_ISA force a set, so one machine can stand in for others. Every kernel set
+encodes every (model, image, quality) in its own process and decodes its own files (the
+reference pixels); every other set then decodes them. The table counts the files that fail
+to decode and those that decode to other pixels (allowed: the synthesis is float32).
 
-    python benchmarks/kernel_portability.py [--models mlic-medium-gaussian,hyperprior-small]
+    python benchmarks/kernel_portability.py --models mlic-medium-gaussian,hyperprior-small \\
+        --images ../shared/data/kodak --qualities 1,4,8
 
-Known result (docs/reliability.md): files do not yet move between kernel sets, because the
-coder's parameters come from float32 networks that round differently on each.
+Then, for the first image and quality of each model, how far the coder's parameters move
+between kernel sets when the networks see identical inputs (y and z of the native encoder):
+the sum over all parameters of |difference| in units of the coder's grid (1/65536 for
+means, 1/256 octave for scales) is the expected number of parameter codes that land on the
+other side of a grid boundary, i.e. of files that fail, per file. It is computed for
+float32 (coder version 1) and float64 (version 2) parameter networks.
+
+Result (docs/reliability.md): coder-version-1 files (float32 parameter networks) failed on
+every other kernel set; coder-version-2 files (float64) are the ones this counts.
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -16,50 +27,151 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+import torch
 
 from codec.zoo import DEFAULT_IMAGE_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
-CAPABILITIES = ["native", "avx512", "avx2", "default"]
+KERNEL_SETS = {  # name -> (ATen, MKL, oneDNN) kernels; "native": what this CPU picks
+    "native": (None, None, None),
+    "avx512": ("avx512", "AVX512", "AVX512_CORE"),
+    "avx2": ("avx2", "AVX2", "AVX2"),
+    "default": ("default", "SSE4_2", "SSE41"),
+}
 
 
-def _cli(args: list[str], capability: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("ATEN_CPU_CAPABILITY", None)
-    if capability != "native":
-        env["ATEN_CPU_CAPABILITY"] = capability
-    return subprocess.run([sys.executable, "-m", "codec.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True)
+def _run_worker(kernels: str, jobs: list, out_dir: Path) -> None:
+    """One process with the kernel set forced: encode (when a job has no .ncf yet) and decode."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")}
+    for key, value in zip(("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA"),
+                          KERNEL_SETS[kernels]):
+        if value:
+            env[key] = value
+    jobs_file = out_dir / f"jobs-{kernels}.json"
+    jobs_file.write_text(json.dumps(jobs))
+    subprocess.run([sys.executable, __file__, "--worker", str(jobs_file)], env=env, cwd=ROOT, check=True)
+
+
+def _drift_inputs(model: str, image: Path, quality: float, path: Path) -> None:
+    """y and z_hat of the native encoder, the inputs every kernel set's networks get."""
+    from codec.image import _one_thread, _to_tensor, _z_medians_and_indexes, load_rgb
+    from codec.zoo import load_model
+    net, _ = load_model(model)
+    with torch.no_grad(), _one_thread(onednn=True):
+        y = net.analysis(_to_tensor(load_rgb(image), net.stride), torch.tensor([quality]))
+        z = net.hyper_analysis(y)
+    medians, _ = _z_medians_and_indexes(net, z.shape)
+    np.savez(path, y=y.numpy(), z_hat=(torch.round(z - medians) + medians).numpy())
+
+
+def _grid_units(params: dict) -> np.ndarray:
+    from codec import entropy
+    return np.concatenate([np.ravel(params["mean"]) * entropy._MEAN_ONE,
+                           np.log2(np.ravel(params["scale"])) * entropy._SCALE_STEPS])
+
+
+def _drift_worker(job: dict) -> None:
+    """The raw (unsnapped) parameters of every coding step, in float32 and float64."""
+    import codec.image
+    from codec.zoo import load_model
+    net, _ = load_model(job["model"])
+    inputs = np.load(job["inputs"])
+    snap, seen = codec.image._snap, []
+
+    def recording_snap(family, residual, params):
+        seen.append(_grid_units(params))
+        return snap(family, residual, params)
+
+    codec.image._snap = recording_snap
+    out = {}
+    for version, dtype in codec.image.PARAMETER_DTYPES.items():
+        seen.clear()
+        param_net, _ = codec.image._parameter_net(net, version)
+        with torch.no_grad(), codec.image._one_thread(onednn=False):
+            codec.image._y_coder(net).quantize(param_net, torch.from_numpy(inputs["y"]),
+                                               torch.from_numpy(inputs["z_hat"]).to(dtype),
+                                               torch.tensor([job["quality"]]))
+        out[str(dtype)] = np.concatenate(seen).astype(np.float64)
+    np.savez(job["out"], **out)
+    codec.image._snap = snap
+
+
+def _worker(jobs_file: str) -> None:
+    import codec
+    from codec.image import load_rgb
+    for job in json.loads(Path(jobs_file).read_text()):
+        if "inputs" in job:
+            _drift_worker(job)
+            continue
+        ncf = Path(job["ncf"])
+        if not ncf.exists():
+            ncf.write_bytes(codec.encode_image(load_rgb(job["image"]), model=job["model"], quality=job["quality"]))
+        try:
+            np.save(job["pixels"], codec.decode_image(ncf.read_bytes()))
+        except (codec.NcfError, codec.NeurocodecError) as e:
+            Path(job["pixels"]).with_suffix(".err").write_text(str(e))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=DEFAULT_IMAGE_MODEL, help="comma-separated presets")
-    ap.add_argument("--image", default=str(ROOT / "examples/kodim23.png"))
-    ap.add_argument("--quality", type=float, default=4.0)
+    ap.add_argument("--images", default=str(ROOT / "examples/kodim23.png"), help="an image or a folder of PNGs")
+    ap.add_argument("--qualities", default="4", help="comma-separated qualities")
+    ap.add_argument("--kernels", default=",".join(KERNEL_SETS), help=f"comma-separated, of {list(KERNEL_SETS)}")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return _worker(args.worker)
+    images = sorted(Path(args.images).glob("*.png")) if Path(args.images).is_dir() else [Path(args.images)]
+    kernels = args.kernels.split(",")
+    files = [(m, img, float(q)) for m in args.models.split(",") for img in images for q in args.qualities.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        for model in args.models.split(","):
-            ncf = Path(tmp) / f"{model}.ncf"
-            enc = _cli(["encode", args.image, "-o", str(ncf), "--model", model,
-                        "--quality", str(args.quality)], "native")
-            if enc.returncode:
-                sys.exit(f"{model}: encode failed: {enc.stderr.strip()}")
-            decoded = {}
-            for cap in CAPABILITIES:
-                png = Path(tmp) / f"{model}-{cap}.png"
-                dec = _cli(["decode", str(ncf), "-o", str(png)], cap)
-                decoded[cap] = np.array(Image.open(png)) if dec.returncode == 0 else dec.stderr.strip()
-            for cap, result in decoded.items():
-                if isinstance(result, str):
-                    verdict = f"FAILS: {result[:100]}"
-                elif isinstance(decoded["native"], str):
-                    verdict = "decodes (native failed)"
-                else:
-                    verdict = ("decodes, same pixels" if np.array_equal(result, decoded["native"])
-                               else "decodes, other pixels")
-                print(f"{model:24s} decode with {cap:8s} kernels: {verdict}")
+        tmp = Path(tmp)
+
+        def job(enc, dec, i, m, img, q):
+            return {"model": m, "image": str(img.resolve()), "quality": q, "ncf": str(tmp / f"{enc}-{i}.ncf"),
+                    "pixels": str(tmp / f"{enc}-{i}-by-{dec}.npy")}
+
+        for k in kernels:  # encode and decode own files
+            _run_worker(k, [job(k, k, i, *f) for i, f in enumerate(files)], tmp)
+        for dec in kernels:  # decode the other sets' files
+            _run_worker(dec, [job(enc, dec, i, *f) for enc in kernels if enc != dec
+                              for i, f in enumerate(files)], tmp)
+        print(f"{len(images)} image(s) x qualities {args.qualities}; rows: encoder kernels, "
+              f"columns: decoder kernels; 'fail' = files that do not decode, 'px' = other pixels")
+        for m in args.models.split(","):
+            idx = [i for i, f in enumerate(files) if f[0] == m]
+            print(f"\n{m} ({len(idx)} files)\n{'':10s}" + "".join(f"{d:>18s}" for d in kernels))
+            for enc in kernels:
+                row = f"{enc:10s}"
+                for dec in kernels:
+                    fail = px = 0
+                    for i in idx:
+                        base = tmp / f"{enc}-{i}-by-{dec}.npy"
+                        if base.with_suffix(".err").exists():
+                            fail += 1
+                        elif not np.array_equal(np.load(base), np.load(tmp / f"{enc}-{i}-by-{enc}.npy")):
+                            px += 1
+                    row += f"{f'fail {fail} px {px}':>18s}"
+                print(row)
+
+        print(f"\nexpected parameter codes that differ from the native kernels' per file "
+              f"({images[0].name}, quality {files[0][2]:g}; sum of |difference| in grid units)")
+        drift = [{"model": m, "quality": files[0][2], "inputs": str(tmp / f"{m}-inputs.npz"),
+                  "out": str(tmp / f"{m}-{k}-drift.npz")} for m in args.models.split(",") for k in kernels]
+        for m in args.models.split(","):
+            _drift_inputs(m, images[0], files[0][2], tmp / f"{m}-inputs.npz")
+        for k in kernels:
+            _run_worker(k, [d for d in drift if d["out"].endswith(f"-{k}-drift.npz")], tmp)
+        for m in args.models.split(","):
+            native = np.load(tmp / f"{m}-{kernels[0]}-drift.npz")
+            for k in kernels[1:]:
+                other = np.load(tmp / f"{m}-{k}-drift.npz")
+                cells = [f"{dtype}: {np.abs(other[dtype] - native[dtype]).sum():.3g} "
+                         f"(max {np.abs(other[dtype] - native[dtype]).max():.2g} of {native[dtype].size:,})"
+                         for dtype in native.files]
+                print(f"{m:22s} {kernels[0]} vs {k:8s} " + ",  ".join(cells))
 
 
 if __name__ == "__main__":

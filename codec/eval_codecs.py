@@ -215,6 +215,7 @@ def _neurocodec_models() -> list[dict]:
 
 def _neurocodec(model: str) -> ImageCodec:
     import codec
+    from codec.image import CODER_VERSION
 
     models = {m["name"]: m for m in _neurocodec_models()}
     if model not in models:
@@ -260,7 +261,7 @@ def _neurocodec(model: str) -> ImageCodec:
         _encode=lambda img, q: codec.encode_image(img, model=model, quality=float(q)),
         _decode=codec.decode_image,
         fixed=fixed,
-        library={"neurocodec": str(version), "torch": torch_v},
+        library={"neurocodec": str(version), "coder": str(CODER_VERSION), "torch": torch_v},
         integer=False,
     )
 

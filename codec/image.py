@@ -30,6 +30,7 @@ size. Files without "tile" are one tile; decoders refuse tiles above MAX_TILE^2 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from dataclasses import dataclass
 
@@ -46,7 +47,13 @@ from codec.refine import refine_latents
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model
 
 COLOR_FORMAT = "rgb8"
-CODER_VERSION = 1
+CODER_VERSION = 2
+# The precision of the hyper and context networks that compute the coder's parameters, per
+# coder version. Version 1 computed them in float32, whose rounding differs between PyTorch's
+# AVX2, AVX512 and scalar kernels by more than the parameter grid, so its files decode only
+# on CPUs like the encoder's; version 2 uses float64, whose differences (~1e-16) fall on a
+# grid boundary far more rarely (docs/reliability.md has the measurement).
+PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64}
 Y_STREAMS = 4  # independent rANS streams for y (channel groups), decoded in parallel
 TILE = 1024    # images with a side above this are coded in tiles of this side (memory bound)
 MAX_TILE = 2048  # largest tile side (and untiled image area, MAX_TILE^2) a decoder accepts
@@ -253,6 +260,15 @@ def _y_coder(model):
     return _MultiReferenceY if hasattr(model, "coding_steps") else _MeanScaleY
 
 
+def _parameter_net(model, version: int) -> tuple[torch.nn.Module, torch.dtype]:
+    """The model that computes the coder's parameters for files of this coder version, and
+    its dtype: the model itself for version 1, a float64 copy for version 2 (the analysis and
+    the synthesis stay float32: the decoder never recomputes y, and pixels may differ by a
+    rounding between CPUs without breaking the stream)."""
+    dtype = PARAMETER_DTYPES[version]
+    return (model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)), dtype
+
+
 @dataclass
 class _Latents:
     z_symbols: np.ndarray
@@ -277,8 +293,9 @@ def _analyse(model, x: torch.Tensor, quality: float, size: tuple[int, int], refi
             z = model.hyper_analysis(y)
         medians, _ = _z_medians_and_indexes(model, z.shape)
         z_symbols = torch.round(z - medians)
-        streams, y_hat = coder.quantize(model, y, z_symbols + medians, q)
-    return _Latents(z_symbols.numpy().astype(np.int32), streams, y_hat)
+        net, dtype = _parameter_net(model, CODER_VERSION)
+        streams, y_hat = coder.quantize(net, y, (z_symbols + medians).to(dtype), q)
+    return _Latents(z_symbols.numpy().astype(np.int32), streams, y_hat.float())
 
 
 @torch.no_grad()
@@ -408,7 +425,7 @@ def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
             header.pad_width - header.width >= net.stride or header.pad_height - header.height >= net.stride:
         raise NcfError(f"inconsistent padding {header.pad_width}x{header.pad_height} for "
                        f"{header.width}x{header.height} at stride {net.stride}")
-    if header.color != COLOR_FORMAT or header.coder.get("version") != CODER_VERSION \
+    if header.color != COLOR_FORMAT or header.coder.get("version") not in PARAMETER_DTYPES \
             or header.coder.get("precision") != entropy.PRECISION:
         raise NcfError(f"unsupported colour format or coder settings: {header.color} {header.coder}")
     if not 1.0 <= header.quality <= net.levels:
@@ -429,8 +446,9 @@ def _decode_tile(net, header: Header, take, h: int, w: int) -> np.ndarray:
     z_symbols = entropy.decode_table(take("z"), z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
     z_hat = torch.from_numpy(z_symbols).float() + medians
     with _one_thread(onednn=False):
-        y_hat = _y_coder(net).decode(net, z_hat, torch.tensor([header.quality]), take)
-    return _synthesis(net, y_hat, header.quality, h, w)
+        param_net, dtype = _parameter_net(net, header.coder["version"])
+        y_hat = _y_coder(net).decode(param_net, z_hat.to(dtype), torch.tensor([header.quality]), take)
+    return _synthesis(net, y_hat.float(), header.quality, h, w)
 
 
 @torch.no_grad()
@@ -462,10 +480,11 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
         except entropy.EntropyCodingError as e:
             # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
             # file was crafted, or the encoder's CPU computed the coder's parameters differently.
+            portability = ("coder-version-1 files decode only where PyTorch uses the encoder's SIMD kernels"
+                           if coder["version"] == 1 else "rare with coder-version-2 files")
             raise NcfError(f"the streams of tile {i} do not decode ({e}) although their CRCs match: the file "
                            f"was made by a faulty encoder, or on a CPU whose float arithmetic differs from "
-                           f"this one's (files do not yet move between AVX2 and AVX512 machines; "
-                           f"docs/reliability.md)") from None
+                           f"this one's ({portability}; docs/reliability.md)") from None
     if streams:
         raise NcfError(f"file has sections {sorted(streams)} that model {header.model!r} does not use")
     return out
