@@ -51,8 +51,9 @@ CODER_VERSION = 2
 # The precision of the hyper and context networks that compute the coder's parameters, per
 # coder version. Version 1 computed them in float32, whose rounding differs between PyTorch's
 # AVX2, AVX512 and scalar kernels by more than the parameter grid, so its files decode only
-# on CPUs like the encoder's; version 2 uses float64, whose differences (~1e-16) fall on a
-# grid boundary far more rarely (docs/reliability.md has the measurement).
+# on CPUs like the encoder's; version 2 uses float64, whose differences (at most 6e-9 of a
+# grid step between kernel sets, measured) straddle a grid boundary about once in 35,000
+# Kodak-size files (docs/reliability.md).
 PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64}
 Y_STREAMS = 4  # independent rANS streams for y (channel groups), decoded in parallel
 TILE = 1024    # images with a side above this are coded in tiles of this side (memory bound)
