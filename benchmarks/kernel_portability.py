@@ -32,7 +32,8 @@ import torch
 from codec.zoo import DEFAULT_IMAGE_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL_SETS = {  # name -> (ATen, MKL, oneDNN) kernels; "native": what this CPU picks
+ENV_KEYS = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+KERNEL_SETS = {  # name -> the ENV_KEYS values (ATen, MKL, oneDNN); "native": what this CPU picks
     "native": (None, None, None),
     "avx512": ("avx512", "AVX512", "AVX512_CORE"),
     "avx2": ("avx2", "AVX2", "AVX2"),
@@ -42,12 +43,8 @@ KERNEL_SETS = {  # name -> (ATen, MKL, oneDNN) kernels; "native": what this CPU 
 
 def _run_worker(kernels: str, jobs: list, out_dir: Path) -> None:
     """One process with the kernel set forced: encode (when a job has no .ncf yet) and decode."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")}
-    for key, value in zip(("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA"),
-                          KERNEL_SETS[kernels]):
-        if value:
-            env[key] = value
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    env.update({key: value for key, value in zip(ENV_KEYS, KERNEL_SETS[kernels]) if value})
     jobs_file = out_dir / f"jobs-{kernels}.json"
     jobs_file.write_text(json.dumps(jobs))
     subprocess.run([sys.executable, __file__, "--worker", str(jobs_file)], env=env, cwd=ROOT, check=True)
@@ -87,7 +84,7 @@ def _drift_worker(job: dict) -> None:
     out = {}
     for version, dtype in codec.image.PARAMETER_DTYPES.items():
         seen.clear()
-        param_net, _ = codec.image._parameter_net(net, version)
+        param_net = codec.image._parameter_net(net, version)
         with torch.no_grad(), codec.image._one_thread(onednn=False):
             codec.image._y_coder(net).quantize(param_net, torch.from_numpy(inputs["y"]),
                                                torch.from_numpy(inputs["z_hat"]).to(dtype),
@@ -156,7 +153,7 @@ def main():
                     row += f"{f'fail {fail} px {px}':>18s}"
                 print(row)
 
-        print(f"\nexpected parameter codes that differ from the native kernels' per file "
+        print(f"\nexpected parameter codes that differ from the {kernels[0]} kernels' per file "
               f"({images[0].name}, quality {files[0][2]:g}; sum of |difference| in grid units)")
         drift = [{"model": m, "quality": files[0][2], "inputs": str(tmp / f"{m}-inputs.npz"),
                   "out": str(tmp / f"{m}-{k}-drift.npz")} for m in args.models.split(",") for k in kernels]

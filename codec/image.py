@@ -261,13 +261,13 @@ def _y_coder(model):
     return _MultiReferenceY if hasattr(model, "coding_steps") else _MeanScaleY
 
 
-def _parameter_net(model, version: int) -> tuple[torch.nn.Module, torch.dtype]:
-    """The model that computes the coder's parameters for files of this coder version, and
-    its dtype: the model itself for version 1, a float64 copy for version 2 (the analysis and
-    the synthesis stay float32: the decoder never recomputes y, and pixels may differ by a
+def _parameter_net(model, version: int) -> torch.nn.Module:
+    """The model that computes the coder's parameters for files of this coder version: the
+    model itself for version 1, a float64 copy for version 2, made once per image (the analysis
+    and the synthesis stay float32: the decoder never recomputes y, and pixels may differ by a
     rounding between CPUs without breaking the stream)."""
     dtype = PARAMETER_DTYPES[version]
-    return (model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)), dtype
+    return model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
 
 
 @dataclass
@@ -278,10 +278,11 @@ class _Latents:
 
 
 @torch.no_grad()
-def _analyse(model, x: torch.Tensor, quality: float, size: tuple[int, int], refine: int = 0,
+def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int, int], refine: int = 0,
              progress=None) -> _Latents:
-    """Latents of x, quantized and split into streams; `refine` > 0 first optimizes y and z
-    for this image (codec.refine) on the real h x w pixels given by `size`."""
+    """Latents of x, quantized and split into streams (parameters from `param_net`, the
+    `_parameter_net` of CODER_VERSION); `refine` > 0 first optimizes y and z for this image
+    (codec.refine) on the real h x w pixels given by `size`."""
     q = torch.tensor([quality])
     coder = _y_coder(model)
     if refine:
@@ -294,8 +295,8 @@ def _analyse(model, x: torch.Tensor, quality: float, size: tuple[int, int], refi
             z = model.hyper_analysis(y)
         medians, _ = _z_medians_and_indexes(model, z.shape)
         z_symbols = torch.round(z - medians)
-        net, dtype = _parameter_net(model, CODER_VERSION)
-        streams, y_hat = coder.quantize(net, y, (z_symbols + medians).to(dtype), q)
+        z_hat = (z_symbols + medians).to(PARAMETER_DTYPES[CODER_VERSION])
+        streams, y_hat = coder.quantize(param_net, y, z_hat, q)
     return _Latents(z_symbols.numpy().astype(np.int32), streams, y_hat.float())
 
 
@@ -331,8 +332,9 @@ def _tile_prefix(tile: int | None, i: int) -> str:
     return "" if tile is None else f"t{i}/"
 
 
-def _encode_tile(net, rgb: np.ndarray, quality: float, prefix: str, refine: int, progress) -> list[Section]:
-    lat = _analyse(net, _to_tensor(rgb, net.stride), quality, rgb.shape[:2], refine, progress)
+def _encode_tile(net, param_net, rgb: np.ndarray, quality: float, prefix: str, refine: int,
+                 progress) -> list[Section]:
+    lat = _analyse(net, param_net, _to_tensor(rgb, net.stride), quality, rgb.shape[:2], refine, progress)
     _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
     z_stream = entropy.encode_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
     y_streams = _encode_streams(lat.y_streams)
@@ -372,10 +374,12 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     h, w = rgb.shape[:2]
     tile = _tile_side(net, h, w, tile)
     tiles = _tiles(h, w, tile)
+    param_net = _parameter_net(net, CODER_VERSION)
     sections = []
     for i, (rows, cols) in enumerate(tiles):
         tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
-        sections += _encode_tile(net, rgb[rows, cols], quality, _tile_prefix(tile, i), refine, tile_progress)
+        sections += _encode_tile(net, param_net, rgb[rows, cols], quality, _tile_prefix(tile, i), refine,
+                                 tile_progress)
     if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
         raise NeurocodecError(f"{len(sections)} streams exceed the {DEFAULT_LIMITS.max_sections} sections a "
                               f"file may hold; use a larger tile")
@@ -398,9 +402,10 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0,
     rgb = load_rgb(image, limits)
     h, w = rgb.shape[:2]
     out = np.empty_like(rgb)
+    param_net = _parameter_net(net, CODER_VERSION)
     for rows, cols in _tiles(h, w, _tile_side(net, h, w, tile)):
         part = rgb[rows, cols]
-        lat = _analyse(net, _to_tensor(part, net.stride), quality, part.shape[:2], refine)
+        lat = _analyse(net, param_net, _to_tensor(part, net.stride), quality, part.shape[:2], refine)
         out[rows, cols] = _synthesis(net, lat.y_hat, quality, *part.shape[:2])
     return out
 
@@ -440,15 +445,15 @@ def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
     return net, header.coder
 
 
-def _decode_tile(net, header: Header, take, h: int, w: int) -> np.ndarray:
+def _decode_tile(net, param_net, header: Header, take, h: int, w: int) -> np.ndarray:
     zh, zw = -(-h // net.stride), -(-w // net.stride)
     z_shape = (1, net.entropy_bottleneck.channels, zh, zw)
     medians, z_indexes = _z_medians_and_indexes(net, z_shape)
     z_symbols = entropy.decode_table(take("z"), z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
     z_hat = torch.from_numpy(z_symbols).float() + medians
     with _one_thread(onednn=False):
-        param_net, dtype = _parameter_net(net, header.coder["version"])
-        y_hat = _y_coder(net).decode(param_net, z_hat.to(dtype), torch.tensor([header.quality]), take)
+        z_hat = z_hat.to(PARAMETER_DTYPES[header.coder["version"]])
+        y_hat = _y_coder(net).decode(param_net, z_hat, torch.tensor([header.quality]), take)
     return _synthesis(net, y_hat.float(), header.quality, h, w)
 
 
@@ -468,6 +473,7 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
         raise NcfError(f"file has {len(streams)} sections but its header announces {len(tiles)} tiles of "
                        f"z and {coder.get('y_streams')} y streams")
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
+    param_net = _parameter_net(net, coder["version"])
     for i, (rows, cols) in enumerate(tiles):
         prefix = _tile_prefix(tile, i)
 
@@ -477,7 +483,8 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
             return streams.pop(prefix + name)
 
         try:
-            out[rows, cols] = _decode_tile(net, header, take, rows.stop - rows.start, cols.stop - cols.start)
+            out[rows, cols] = _decode_tile(net, param_net, header, take, rows.stop - rows.start,
+                                           cols.stop - cols.start)
         except entropy.EntropyCodingError as e:
             # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
             # file was crafted, or the encoder's CPU computed the coder's parameters differently.
