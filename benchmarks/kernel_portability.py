@@ -13,10 +13,10 @@ between kernel sets when the networks see identical inputs (y and z of the nativ
 the sum over all parameters of |difference| in units of the coder's grid (1/65536 for
 means, 1/256 octave for scales) is the expected number of parameter codes that land on the
 other side of a grid boundary, i.e. of files that fail, per file. It is computed for
-float32 (coder version 1) and float64 (version 2) parameter networks.
+float32 (coder version 1) and float64 (versions 2 and 3) parameter networks.
 
 Result (docs/reliability.md): coder-version-1 files (float32 parameter networks) failed on
-every other kernel set; coder-version-2 files (float64) are the ones this counts.
+every other kernel set; files of coder versions 2 and 3 (float64) are the ones this counts.
 """
 import argparse
 import json
@@ -82,7 +82,8 @@ def _drift_worker(job: dict) -> None:
 
     codec.image._snap = recording_snap
     out = {}
-    for version, dtype in codec.image.PARAMETER_DTYPES.items():
+    one_version_per_dtype = {dtype: version for version, dtype in codec.image.PARAMETER_DTYPES.items()}
+    for dtype, version in one_version_per_dtype.items():
         seen.clear()
         param_net = codec.image._parameter_net(net, version)
         with torch.no_grad(), codec.image._one_thread(onednn=False):

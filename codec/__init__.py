@@ -55,13 +55,18 @@ def __getattr__(name: str):
 
 
 def read_info(data: bytes | str | Path, limits=None) -> dict:
-    """Header fields, section sizes, file size and bpp of an .ncf file (bytes or path)."""
-    from codec.container import DEFAULT_LIMITS, read_container
+    """Header fields, section sizes (and the sizes of the streams in an image's packed sections,
+    z first), file size and bpp of an .ncf file (bytes or path)."""
+    from codec.container import DEFAULT_LIMITS, MediaKind, read_container, unpack_streams
 
     if not isinstance(data, (bytes, bytearray, memoryview)):
         data = Path(data).read_bytes()
     header, sections = read_container(data, limits or DEFAULT_LIMITS)
     pixels = header.width * header.height * max(header.frames, 1)
+    y_streams = header.coder.get("y_streams")
+    packed = {s.name: [len(x) for x in unpack_streams(s.data, 1 + y_streams, f"section {s.name!r}")]
+              for s in sections if header.media == MediaKind.IMAGE and y_streams is not None
+              and s.name.rsplit("/", 1)[-1] == "streams"}
     return {
         "media": header.media.name.lower(),
         "model": header.model,
@@ -75,6 +80,7 @@ def read_info(data: bytes | str | Path, limits=None) -> dict:
         "quality": header.quality,
         "coder": dict(header.coder),
         "sections": {s.name: len(s.data) for s in sections},
+        **({"stream_bytes": packed} if packed else {}),
         "bytes": len(data),
         "bpp": len(data) * 8 / pixels,
     }

@@ -12,18 +12,21 @@ Input policy (documented in README, tested in tests/test_image.py):
 The model sees the image padded (edge replication) to a multiple of its stride; the
 decoder crops back to the original size, so any size from 1x1 up round-trips.
 
-Sections: "z" (the hyper-latent, table-coded with the model's factorized prior), then y:
+Streams: "z" (the hyper-latent, table-coded with the model's factorized prior), then y:
 - mean-scale hyperprior: "y0".."y3", Gaussian streams over 4 channel groups (parallel);
 - MLIC (`coding_steps`): one stream per coding step, named after it, in coding order
   ("s0/anchor", "s0/nonanchor", "s1/anchor", ...; mvgmm: "s0/anchor/j0", "s0/anchor/j1",
   ...). Gaussian and GG steps code round(y - snapped mean) under the zero-mean law, GMM and
   multivariate-GMM steps code round(y) under the snapped mixture; values outside the coder's
   support are escaped, never clamped.
-The header's coder settings give the number of y streams per tile.
+The header's coder settings give the number of y streams per tile. Coder version 3 stores a
+tile's streams, z first, then y in coding order, in one section "streams"
+(`codec.container.pack_streams`); versions 1 and 2 stored each in a section of its name.
 
 Tiling bounds memory: an image wider or taller than `TILE` pixels is coded as independent
 TILE x TILE tiles (raster order, edge tiles smaller, each padded on its own), every section
-name prefixed with its tile ("t0/z", "t0/y0", ..., "t1/z", ...) and the tile side stored as
+name prefixed with its tile ("t0/streams", "t1/streams", ...; before version 3 "t0/z",
+"t0/y0", ..., "t1/z", ...) and the tile side stored as
 coder setting "tile". A 1024x1024 tile needs about 0.6 GB of activations, whatever the image
 size. Files without "tile" are one tile; decoders refuse tiles above MAX_TILE^2 pixels.
 """
@@ -40,21 +43,24 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from codec import entropy
-from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, Section, read_container,
-                             sections_by_name, write_container)
+from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, Section, pack_streams,
+                             read_container, sections_by_name, unpack_streams, write_container)
 from codec.errors import NeurocodecError, WeightsError
 from codec.refine import refine_latents
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model
 
 COLOR_FORMAT = "rgb8"
-CODER_VERSION = 2
+CODER_VERSION = 3
 # The precision of the hyper and context networks that compute the coder's parameters, per
 # coder version. Version 1 computed them in float32, whose rounding differs between PyTorch's
 # AVX2, AVX512 and scalar kernels by more than the parameter grid, so its files decode only
-# on CPUs like the encoder's; version 2 uses float64, whose differences (at most 6e-9 of a
-# grid step between kernel sets, measured) straddle a grid boundary about once in 35,000
+# on CPUs like the encoder's; versions 2 and 3 use float64, whose differences (at most 6e-9 of
+# a grid step between kernel sets, measured) straddle a grid boundary about once in 35,000
 # Kodak-size files (docs/reliability.md).
-PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64}
+PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.float64}
+# Since version 3 a tile's streams share one section: one name, length and CRC per stream
+# less (docs/format.md).
+PACKED_SINCE = 3
 Y_STREAMS = 4  # independent rANS streams for y (channel groups), decoded in parallel
 TILE = 1024    # images with a side above this are coded in tiles of this side (memory bound)
 MAX_TILE = 2048  # largest tile side (and untiled image area, MAX_TILE^2) a decoder accepts
@@ -263,7 +269,7 @@ def _y_coder(model):
 
 def _parameter_net(model, version: int) -> torch.nn.Module:
     """The model that computes the coder's parameters for files of this coder version: the
-    model itself for version 1, a float64 copy for version 2, made once per image (the analysis
+    model itself for version 1, a float64 copy for versions 2 and 3, made once per image (the analysis
     and the synthesis stay float32: the decoder never recomputes y, and pixels may differ by a
     rounding between CPUs without breaking the stream)."""
     dtype = PARAMETER_DTYPES[version]
@@ -332,13 +338,19 @@ def _tile_prefix(tile: int | None, i: int) -> str:
     return "" if tile is None else f"t{i}/"
 
 
-def _encode_tile(net, param_net, rgb: np.ndarray, quality: float, prefix: str, refine: int,
-                 progress) -> list[Section]:
+def _encode_tile(net, param_net, rgb: np.ndarray, quality: float, refine: int,
+                 progress) -> list[tuple[str, bytes]]:
+    """The tile's streams as (name, bytes): z, then y in coding order."""
     lat = _analyse(net, param_net, _to_tensor(rgb, net.stride), quality, rgb.shape[:2], refine, progress)
     _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
     z_stream = entropy.encode_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
-    y_streams = _encode_streams(lat.y_streams)
-    return [Section(prefix + "z", z_stream)] + [Section(prefix + s.name, d) for s, d in zip(lat.y_streams, y_streams)]
+    return [("z", z_stream)] + [(s.name, d) for s, d in zip(lat.y_streams, _encode_streams(lat.y_streams))]
+
+
+def _tile_sections(streams: list[tuple[str, bytes]], prefix: str, version: int) -> list[Section]:
+    if version >= PACKED_SINCE:
+        return [Section(prefix + "streams", pack_streams([data for _, data in streams]))]
+    return [Section(prefix + name, data) for name, data in streams]
 
 
 def _tile_side(net, h: int, w: int, tile: int) -> int | None:
@@ -378,12 +390,12 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     sections = []
     for i, (rows, cols) in enumerate(tiles):
         tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
-        sections += _encode_tile(net, param_net, rgb[rows, cols], quality, _tile_prefix(tile, i), refine,
-                                 tile_progress)
+        streams = _encode_tile(net, param_net, rgb[rows, cols], quality, refine, tile_progress)
+        sections += _tile_sections(streams, _tile_prefix(tile, i), CODER_VERSION)
     if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
-        raise NeurocodecError(f"{len(sections)} streams exceed the {DEFAULT_LIMITS.max_sections} sections a "
+        raise NeurocodecError(f"{len(sections)} sections exceed the {DEFAULT_LIMITS.max_sections} a "
                               f"file may hold; use a larger tile")
-    coder = {"version": CODER_VERSION, "precision": entropy.PRECISION, "y_streams": len(sections) // len(tiles) - 1}
+    coder = {"version": CODER_VERSION, "precision": entropy.PRECISION, "y_streams": len(streams) - 1}
     if tile is not None:
         coder["tile"] = tile
     header = Header(media=MediaKind.IMAGE, model=name, weights_hash=bytes.fromhex(sha[:16]),
@@ -457,6 +469,33 @@ def _decode_tile(net, param_net, header: Header, take, h: int, w: int) -> np.nda
     return _synthesis(net, y_hat.float(), header.quality, h, w)
 
 
+class _TileStreams:
+    """One tile's streams for the decoder, taken by name in coding order: from the sections of
+    those names (coder versions 1 and 2) or, in order, from the tile's packed section."""
+
+    def __init__(self, sections: dict, prefix: str, count: int, packed: bool, model: str):
+        self.sections, self.prefix, self.model, self.packed = sections, prefix, model, None
+        if packed:
+            name = prefix + "streams"
+            if name not in sections:
+                raise NcfError(f"file lacks the section {name!r}")
+            self.packed = unpack_streams(sections.pop(name), count, f"section {name!r}")[::-1]
+
+    def take(self, name: str) -> bytes:
+        if self.packed is None:
+            if self.prefix + name not in self.sections:
+                raise NcfError(f"file lacks the stream {self.prefix + name!r} that model {self.model!r} needs")
+            return self.sections.pop(self.prefix + name)
+        if not self.packed:
+            raise NcfError(f"section {self.prefix + 'streams'!r} holds fewer streams than model {self.model!r} needs")
+        return self.packed.pop()
+
+    def check_all_taken(self) -> None:
+        if self.packed:
+            raise NcfError(f"section {self.prefix + 'streams'!r} holds {len(self.packed)} more streams than "
+                           f"model {self.model!r} uses")
+
+
 @torch.no_grad()
 def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode .ncf bytes to an HxWx3 uint8 RGB array (bit-exact with the encoder's reconstruction).
@@ -469,27 +508,24 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     streams = sections_by_name(sections)
     tile = coder.get("tile")
     tiles = _tiles(header.height, header.width, tile)
-    if len(streams) != len(tiles) * (1 + coder.get("y_streams", -1)):
+    per_tile = 1 + coder.get("y_streams", -1)
+    packed = coder["version"] >= PACKED_SINCE
+    if per_tile < 1 or len(streams) != len(tiles) * (1 if packed else per_tile):
         raise NcfError(f"file has {len(streams)} sections but its header announces {len(tiles)} tiles of "
                        f"z and {coder.get('y_streams')} y streams")
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
     param_net = _parameter_net(net, coder["version"])
     for i, (rows, cols) in enumerate(tiles):
-        prefix = _tile_prefix(tile, i)
-
-        def take(name: str) -> bytes:
-            if prefix + name not in streams:
-                raise NcfError(f"file lacks the stream {prefix + name!r} that model {header.model!r} needs")
-            return streams.pop(prefix + name)
-
+        tile_streams = _TileStreams(streams, _tile_prefix(tile, i), per_tile, packed, header.model)
         try:
-            out[rows, cols] = _decode_tile(net, param_net, header, take, rows.stop - rows.start,
+            out[rows, cols] = _decode_tile(net, param_net, header, tile_streams.take, rows.stop - rows.start,
                                            cols.stop - cols.start)
+            tile_streams.check_all_taken()
         except entropy.EntropyCodingError as e:
             # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
             # file was crafted, or the encoder's CPU computed the coder's parameters differently.
             portability = ("coder-version-1 files decode only where PyTorch uses the encoder's SIMD kernels"
-                           if coder["version"] == 1 else "rare with coder-version-2 files")
+                           if coder["version"] == 1 else "rare since coder version 2")
             raise NcfError(f"the streams of tile {i} do not decode ({e}) although their CRCs match: the file "
                            f"was made by a faulty encoder, or on a CPU whose float arithmetic differs from "
                            f"this one's ({portability}; docs/reliability.md)") from None

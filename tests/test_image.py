@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import codec
-from codec.container import NcfError, read_container, write_container
+from codec.container import NcfError, read_container, unpack_streams, write_container
 from codec.errors import NeurocodecError, WeightsError
 import codec.image
 from codec.image import decode_image, encode_image, load_rgb, reconstruct
@@ -66,7 +66,7 @@ def test_file_made_with_other_cpu_kernels_decodes(photo, model, tmp_path):
                     str(tmp_path / "photo.ncf"), "--model", model, "--quality", "5"],
                    env={**os.environ, **SCALAR_CPU}, check=True, capture_output=True)
     data = (tmp_path / "photo.ncf").read_bytes()
-    assert read_container(data)[0].coder["version"] == 2
+    assert read_container(data)[0].coder["version"] == codec.image.CODER_VERSION
     decoded = decode_image(data)  # the pixels may differ by a rounding: the synthesis is float32
     assert np.abs(decoded.astype(int) - reconstruct(photo, model=model, quality=5)).max() <= 2
 
@@ -77,6 +77,20 @@ def test_coder_version_1_files_still_decode(photo, monkeypatch):
     monkeypatch.undo()
     assert read_container(data)[0].coder["version"] == 1
     assert np.array_equal(decode_image(data), expected)
+
+
+def test_coder_version_2_files_hold_the_same_streams_in_named_sections(photo, monkeypatch):
+    packed = encode_image(photo, quality=3)
+    monkeypatch.setattr(codec.image, "CODER_VERSION", 2)
+    unpacked = encode_image(photo, quality=3)
+    monkeypatch.undo()
+    header, sections = read_container(unpacked)
+    assert header.coder["version"] == 2 and [s.name for s in sections][:3] == ["z", "s0/anchor", "s0/nonanchor"]
+    (section,) = read_container(packed)[1]
+    assert section.name == "streams"
+    assert unpack_streams(section.data, len(sections), "streams") == [s.data for s in sections]
+    assert len(packed) < len(unpacked)
+    assert np.array_equal(decode_image(unpacked), decode_image(packed))
 
 
 def test_quality_trades_rate_for_distortion(photo):
@@ -97,6 +111,7 @@ def test_bpp_is_the_real_file_size(photo):
     assert info["bytes"] == len(data)
     assert info["bpp"] == pytest.approx(len(data) * 8 / (photo.shape[0] * photo.shape[1]))
     assert (info["width"], info["height"], info["media"]) == (128, 96, "image")
+    assert len(info["stream_bytes"]["streams"]) == 1 + info["coder"]["y_streams"]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 37), (37, 1), (65, 3), (63, 129)])

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from codec import zoo
-from codec.container import NcfError, read_container, write_container
+from codec.container import NcfError, Section, pack_streams, read_container, unpack_streams, write_container
 from codec.errors import WeightsError
 from codec.image import decode_image, encode_image, reconstruct
 from codec.train import write_weights
@@ -88,8 +88,8 @@ def test_round_trip_is_exact_through_a_real_file(weights, image, name):
     net, _ = zoo.load_model(name)
     steps = net.S * 2 * (net.likelihood_family.G if name.endswith("mvgmm") else 1)
     assert header.model == name and header.coder["y_streams"] == steps
-    assert sections[0].name == "z" and len(sections) == 1 + steps
-    assert sections[1].name.startswith("s0/anchor") and sections[-1].name.startswith(f"s{net.S - 1}/nonanchor")
+    assert [s.name for s in sections] == ["streams"]
+    assert len(unpack_streams(sections[0].data, 1 + steps, "streams")) == 1 + steps
     out = decode_image(data)
     assert out.shape == image.shape and out.dtype == np.uint8
     assert np.array_equal(out, reconstruct(image, name, 3.5))
@@ -136,13 +136,22 @@ def test_file_is_refused_with_other_weights(weights, image, tmp_path, monkeypatc
         decode_image(forged)
 
 
-def test_missing_or_foreign_sections_are_refused(weights, image):
-    header, sections = read_container(encode_image(image, model="mlic-tiny-gmm", quality=1))
+def test_missing_or_foreign_streams_are_refused(weights, image):
+    header, (section,) = read_container(encode_image(image, model="mlic-tiny-gmm", quality=1))
+    n = 1 + header.coder["y_streams"]
+    streams = unpack_streams(section.data, n, "streams")
+
+    def forged(streams, y_streams=header.coder["y_streams"], name="streams"):
+        coder = {**header.coder, "y_streams": y_streams}
+        return write_container(dataclasses.replace(header, coder=coder), [Section(name, pack_streams(streams))])
+
     with pytest.raises(NcfError, match="sections"):
-        decode_image(write_container(header, sections[:-1]))
-    coder = {**header.coder, "y_streams": header.coder["y_streams"] - 1}
-    with pytest.raises(NcfError, match="lacks"):
-        decode_image(write_container(dataclasses.replace(header, coder=coder), sections[:-1]))
-    renamed = sections[:-1] + [dataclasses.replace(sections[-1], name="y9")]
-    with pytest.raises(NcfError):
-        decode_image(write_container(header, renamed))
+        decode_image(write_container(header, []))
+    with pytest.raises(NcfError, match="truncated"):
+        decode_image(forged(streams[:-1]))
+    with pytest.raises(NcfError, match="fewer streams"):
+        decode_image(forged(streams[:-1], n - 2))
+    with pytest.raises(NcfError, match="more streams"):
+        decode_image(forged(streams + [b""], n))
+    with pytest.raises(NcfError, match="lacks the section"):
+        decode_image(forged(streams, name="y9"))

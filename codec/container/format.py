@@ -15,7 +15,7 @@ from .schema import (DEFAULT_LIMITS, MAX_CODER_ENTRIES, MAX_COLOR_BYTES, MAX_EXT
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "MAX_HEADER_BYTES", "MAX_HEADER_PREFIX",
            "write_container", "read_container", "read_header", "sections_by_name",
-           "get_section"]
+           "pack_streams", "unpack_streams", "get_section"]
 
 MAGIC = b"NCF\x00\r\n\x1a\n"     # 8 bytes; the CR/LF/^Z bytes catch text-mode mangling
 FORMAT_VERSION = 1
@@ -314,6 +314,23 @@ def sections_by_name(sections: list[Section]) -> dict[str, bytes]:
         if sec.name in out:
             raise NcfError(f"duplicate section name {sec.name!r}")
         out[sec.name] = sec.data
+    return out
+
+
+def pack_streams(streams: list[bytes]) -> bytes:
+    """Several byte strings as one section's data, each as ``bytes[n]`` (docs/format.md,
+    "Packed sections"): one name, length and CRC for all of them instead of one each."""
+    return b"".join(_lp(bytes(s)) for s in streams)
+
+
+@_guard
+def unpack_streams(data, count: int, what: str) -> list[bytes]:
+    """The ``count`` byte strings of :func:`pack_streams`; a short, long or malformed packing
+    raises NcfError."""
+    cur = Cursor(_as_view(data))
+    out = [bytes(_read_lp(cur, f"{what} stream {i}", cur.remaining, min_len=0)) for i in range(count)]
+    if cur.remaining:
+        raise NcfError(f"{what}: {cur.remaining} bytes after its {count} streams")
     return out
 
 
