@@ -21,7 +21,9 @@ Streams: "z" (the hyper-latent, table-coded with the model's factorized prior), 
   support are escaped, never clamped.
 The header's coder settings give the number of y streams per tile. Coder version 3 stores a
 tile's streams, z first, then y in coding order, in one section "streams"
-(`codec.container.pack_streams`); versions 1 and 2 stored each in a section of its name.
+(`codec.container.pack_streams`), as the parts of one rANS chain (`entropy.ChainEncoder`:
+only the first carries the coder's state); versions 1 and 2 stored each stream, with its own
+state, in a section of its name.
 
 Tiling bounds memory: an image wider or taller than `TILE` pixels is coded as independent
 TILE x TILE tiles (raster order, edge tiles smaller, each padded on its own), every section
@@ -58,10 +60,10 @@ CODER_VERSION = 3
 # a grid step between kernel sets, measured) straddle a grid boundary about once in 35,000
 # Kodak-size files (docs/reliability.md).
 PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.float64}
-# Since version 3 a tile's streams share one section: one name, length and CRC per stream
-# less (docs/format.md).
+# Since version 3 a tile's streams share one section and are the parts of one rANS chain:
+# one name, length, CRC and 8-byte coder state per stream less (docs/format.md).
 PACKED_SINCE = 3
-Y_STREAMS = 4  # independent rANS streams for y (channel groups), decoded in parallel
+Y_STREAMS = 4  # rANS streams for the y of mean-scale models (channel groups)
 TILE = 1024    # images with a side above this are coded in tiles of this side (memory bound)
 MAX_TILE = 2048  # largest tile side (and untiled image area, MAX_TILE^2) a decoder accepts
 
@@ -196,7 +198,7 @@ def _one_thread(onednn: bool):
 
 class _MeanScaleY:
     """Mean-scale hyperprior: one Gaussian per element of y from the hyper synthesis, y coded
-    as Y_STREAMS channel-group streams ("y0".."y3") that are decoded in parallel."""
+    as Y_STREAMS channel-group streams ("y0".."y3")."""
 
     @staticmethod
     def _params(model, z_hat: torch.Tensor) -> tuple[dict, np.ndarray]:
@@ -218,12 +220,10 @@ class _MeanScaleY:
         return streams, torch.from_numpy(symbols + offset).float()
 
     @classmethod
-    def decode(cls, model, z_hat: torch.Tensor, q, take) -> torch.Tensor:
+    def decode(cls, model, z_hat: torch.Tensor, q, take, chain: entropy.ChainDecoder) -> torch.Tensor:
         codes, offset = cls._params(model, z_hat)
-        groups = cls._groups(model)
-        parts = entropy.decode_streams(
-            "gaussian", [take(f"y{i}") for i in range(len(groups))],
-            [{k: np.ascontiguousarray(v[:, g]) for k, v in codes.items()} for g in groups])
+        parts = [chain.decode("gaussian", take(f"y{i}"), {k: np.ascontiguousarray(v[:, g]) for k, v in codes.items()})
+                 for i, g in enumerate(cls._groups(model))]
         return torch.from_numpy(np.concatenate(parts, axis=1) + offset).float()
 
 
@@ -256,9 +256,9 @@ class _MultiReferenceY:
         return streams, cls._drive(model, z_hat, q, values_of)
 
     @classmethod
-    def decode(cls, model, z_hat: torch.Tensor, q, take) -> torch.Tensor:
+    def decode(cls, model, z_hat: torch.Tensor, q, take, chain: entropy.ChainDecoder) -> torch.Tensor:
         def values_of(step, codes, offset):
-            return entropy.decode(step.family, take(step.name), codes) + offset
+            return chain.decode(step.family, take(step.name), codes) + offset
 
         return cls._drive(model, z_hat, q, values_of)
 
@@ -315,17 +315,6 @@ def _synthesis(model, y_hat: torch.Tensor, quality: float, h: int, w: int) -> np
         return _to_rgb8(model.synthesis(y_hat, torch.tensor([quality])), h, w)
 
 
-def _encode_streams(streams: list[_Stream]) -> list[bytes]:
-    """All streams coded in parallel threads, one encode_streams call per family."""
-    out: list = [None] * len(streams)
-    for family in dict.fromkeys(s.family for s in streams):
-        idx = [i for i, s in enumerate(streams) if s.family == family]
-        coded = entropy.encode_streams(family, [streams[i].symbols for i in idx], [streams[i].codes for i in idx])
-        for i, data in zip(idx, coded):
-            out[i] = data
-    return out
-
-
 def _tiles(h: int, w: int, tile: int | None) -> list[tuple[slice, slice]]:
     """(rows, columns) of each tile in raster order; the whole image when `tile` is None."""
     if tile is None:
@@ -338,13 +327,16 @@ def _tile_prefix(tile: int | None, i: int) -> str:
     return "" if tile is None else f"t{i}/"
 
 
-def _encode_tile(net, param_net, rgb: np.ndarray, quality: float, refine: int,
-                 progress) -> list[tuple[str, bytes]]:
+def _encode_tile(net, param_net, rgb: np.ndarray, quality: float, refine: int, progress,
+                 version: int) -> list[tuple[str, bytes]]:
     """The tile's streams as (name, bytes): z, then y in coding order."""
     lat = _analyse(net, param_net, _to_tensor(rgb, net.stride), quality, rgb.shape[:2], refine, progress)
     _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
-    z_stream = entropy.encode_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
-    return [("z", z_stream)] + [(s.name, d) for s, d in zip(lat.y_streams, _encode_streams(lat.y_streams))]
+    chain = entropy.ChainEncoder(chained=version >= PACKED_SINCE)
+    chain.add_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
+    for s in lat.y_streams:
+        chain.add(s.family, s.symbols, s.codes)
+    return list(zip(["z"] + [s.name for s in lat.y_streams], chain.finish()))
 
 
 def _tile_sections(streams: list[tuple[str, bytes]], prefix: str, version: int) -> list[Section]:
@@ -390,7 +382,7 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     sections = []
     for i, (rows, cols) in enumerate(tiles):
         tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
-        streams = _encode_tile(net, param_net, rgb[rows, cols], quality, refine, tile_progress)
+        streams = _encode_tile(net, param_net, rgb[rows, cols], quality, refine, tile_progress, CODER_VERSION)
         sections += _tile_sections(streams, _tile_prefix(tile, i), CODER_VERSION)
     if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
         raise NeurocodecError(f"{len(sections)} sections exceed the {DEFAULT_LIMITS.max_sections} a "
@@ -461,11 +453,14 @@ def _decode_tile(net, param_net, header: Header, take, h: int, w: int) -> np.nda
     zh, zw = -(-h // net.stride), -(-w // net.stride)
     z_shape = (1, net.entropy_bottleneck.channels, zh, zw)
     medians, z_indexes = _z_medians_and_indexes(net, z_shape)
-    z_symbols = entropy.decode_table(take("z"), z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
+    version = header.coder["version"]
+    chain = entropy.ChainDecoder(chained=version >= PACKED_SINCE)
+    z_symbols = chain.decode_table(take("z"), z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
     z_hat = torch.from_numpy(z_symbols).float() + medians
     with _one_thread(onednn=False):
-        z_hat = z_hat.to(PARAMETER_DTYPES[header.coder["version"]])
-        y_hat = _y_coder(net).decode(param_net, z_hat, torch.tensor([header.quality]), take)
+        z_hat = z_hat.to(PARAMETER_DTYPES[version])
+        y_hat = _y_coder(net).decode(param_net, z_hat, torch.tensor([header.quality]), take, chain)
+    chain.finish()
     return _synthesis(net, y_hat.float(), header.quality, h, w)
 
 

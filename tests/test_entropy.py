@@ -318,6 +318,60 @@ def test_truncation_detected():
         E.decode("gaussian", good[:6], codes)
 
 
+# ----------------------------------------------------------------- chains
+def _chain_parts(rng):
+    """A table part (with escapes) and parametric parts of every family, one of them empty."""
+    _, cdfs, lengths, offsets = _eb_tables(3)
+    idx = rng.integers(0, 3, 150).astype(np.int32)
+    tsym = rng.integers(-40, 40, 150).astype(np.int32)
+    parts = [("table", (tsym, idx, cdfs, lengths, offsets))]
+    for family, n in (("gaussian", 700), ("gg", 1), ("gmm", 300), ("laplace", 0), ("gaussian", 50)):
+        p = random_params(family, rng, n)
+        parts.append((family, (random_symbols(p, rng, n), E.quantize_params(family, **p))))
+    return parts
+
+
+def _encode_chain(parts, chained=True):
+    enc = E.ChainEncoder(chained)
+    for kind, args in parts:
+        enc.add_table(*args) if kind == "table" else enc.add(kind, *args)
+    return enc.finish()
+
+
+def _decode_chain(parts, datas, chained=True):
+    dec = E.ChainDecoder(chained)
+    outs = [dec.decode_table(d, *args[1:]) if kind == "table" else dec.decode(kind, d, args[1])
+            for (kind, args), d in zip(parts, datas)]
+    dec.finish()
+    return outs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chain_round_trip_spends_one_state_for_all_parts(seed):
+    parts = _chain_parts(np.random.default_rng(seed))
+    chained, alone = _encode_chain(parts), _encode_chain(parts, chained=False)
+    assert alone == [E.encode_table(*args) if kind == "table" else E.encode(kind, *args) for kind, args in parts]
+    for datas, flag in ((chained, True), (alone, False)):
+        for (kind, args), out in zip(parts, _decode_chain(parts, datas, flag)):
+            np.testing.assert_array_equal(out.ravel(), args[0].ravel())
+    # each part after the first spends no 8-byte state of its own (give or take a renormalization word)
+    saved = sum(map(len, alone)) - sum(map(len, chained))
+    assert 8 * (len(parts) - 1) - 4 * len(parts) <= saved <= 8 * (len(parts) - 1) + 4 * len(parts)
+
+
+def test_chain_detects_missing_reordered_and_truncated_parts():
+    parts = _chain_parts(np.random.default_rng(7))
+    datas = _encode_chain(parts)
+    with pytest.raises(EntropyCodingError):  # the last part left out
+        _decode_chain(parts[:-1], datas[:-1])
+    with pytest.raises(EntropyCodingError):  # a word of a middle part lost
+        _decode_chain(parts, datas[:1] + [datas[1][:-4]] + datas[2:])
+    with pytest.raises(EntropyCodingError):  # a part's words moved into the next one
+        _decode_chain(parts, datas[:1] + [datas[1][:-4], datas[1][-4:] + datas[2]] + datas[3:])
+    with pytest.raises(EntropyCodingError):  # an unchained decoder does not accept a chain
+        _decode_chain(parts, datas, chained=False)
+
+
 @pytest.mark.parametrize("bad", [
     lambda: E.quantize_params("gaussian", mean=np.zeros(3), scale=np.array([1.0, np.nan, 1.0])),
     lambda: E.quantize_params("gaussian", mean=np.zeros(3), scale=np.array([1.0, -1.0, 1.0])),

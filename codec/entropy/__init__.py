@@ -39,6 +39,8 @@ __all__ = [
     "decode_streams",
     "encode_table",
     "decode_table",
+    "ChainEncoder",
+    "ChainDecoder",
 ]
 
 
@@ -269,7 +271,8 @@ def _call(fn, *args, **kwargs):
         raise EntropyCodingError(str(e)) from None
 
 
-def _encode_streams(family, symbols_list, codes_list, threads, precision):
+def _encode_streams(family, symbols_list, codes_list, threads, precision, states=None, edge=True):
+    """[(bytes, state after coding)] per stream; `states`: carried states (0 or None: none)."""
     _check_family(family)
     if len(symbols_list) != len(codes_list):
         raise EntropyCodingError("symbols and codes lists differ in length")
@@ -279,37 +282,44 @@ def _encode_streams(family, symbols_list, codes_list, threads, precision):
         syms.append(_prep_symbols(s, shape).reshape(-1))
         params.append(p)
         Ks.append(K)
-    return _call(_rans.encode_param, _FAMILY_ID[family], syms, params, Ks, int(threads), int(precision))
+    return _call(_rans.encode_param, _FAMILY_ID[family], syms, params, Ks, int(threads), int(precision),
+                 states or [0] * len(syms), bool(edge))
 
 
-def _decode_streams(family, data_list, codes_list, threads, precision):
+def _as_bytes(d) -> bytes:
+    if isinstance(d, (bytearray, memoryview)):
+        d = bytes(d)
+    if not isinstance(d, bytes):
+        raise EntropyCodingError("data must be bytes")
+    return d
+
+
+def _decode_streams(family, data_list, codes_list, threads, precision, states=None, edge=True):
+    """[(symbols, state after decoding)] per stream."""
     _check_family(family)
     if len(data_list) != len(codes_list):
         raise EntropyCodingError("data and codes lists differ in length")
     datas, params, sizes, Ks, shapes = [], [], [], [], []
     for d, c in zip(data_list, codes_list):
-        if isinstance(d, (bytearray, memoryview)):
-            d = bytes(d)
-        if not isinstance(d, bytes):
-            raise EntropyCodingError("data must be bytes")
         shape, p, K = _stream_args(family, c)
-        datas.append(d)
+        datas.append(_as_bytes(d))
         params.append(p)
         sizes.append(int(np.prod(shape, dtype=np.int64)))
         Ks.append(K)
         shapes.append(shape)
-    outs = _call(_rans.decode_param, _FAMILY_ID[family], datas, params, sizes, Ks, int(threads), int(precision))
-    return [o.reshape(shape) for o, shape in zip(outs, shapes)]
+    outs = _call(_rans.decode_param, _FAMILY_ID[family], datas, params, sizes, Ks, int(threads), int(precision),
+                 states or [0] * len(datas), bool(edge))
+    return [(o.reshape(shape), state) for (o, state), shape in zip(outs, shapes)]
 
 
 def encode(family: str, symbols: np.ndarray, codes: Dict[str, Any]) -> bytes:
     """Encode int32 ``symbols`` (shape S) with per-symbol parameter codes (shape S, +K for gmm)."""
-    return _encode_streams(family, [symbols], [codes], 1, PRECISION)[0]
+    return _encode_streams(family, [symbols], [codes], 1, PRECISION)[0][0]
 
 
 def decode(family: str, data: bytes, codes: Dict[str, Any]) -> np.ndarray:
     """Decode the int32 symbols (shape S) of one stream produced by :func:`encode`."""
-    return _decode_streams(family, [data], [codes], 1, PRECISION)[0]
+    return _decode_streams(family, [data], [codes], 1, PRECISION)[0][0]
 
 
 def encode_streams(family: str, symbols_list: Sequence[np.ndarray], codes_list: Sequence[Dict[str, Any]],
@@ -318,13 +328,13 @@ def encode_streams(family: str, symbols_list: Sequence[np.ndarray], codes_list: 
 
     Each stream's bytes equal ``encode(family, symbols_list[i], codes_list[i])``.
     """
-    return _encode_streams(family, list(symbols_list), list(codes_list), threads, PRECISION)
+    return [data for data, _ in _encode_streams(family, list(symbols_list), list(codes_list), threads, PRECISION)]
 
 
 def decode_streams(family: str, data_list: Sequence[bytes], codes_list: Sequence[Dict[str, Any]],
                    threads: int = 0) -> List[np.ndarray]:
     """Decode independent streams in parallel C++ threads."""
-    return _decode_streams(family, list(data_list), list(codes_list), threads, PRECISION)
+    return [out for out, _ in _decode_streams(family, list(data_list), list(codes_list), threads, PRECISION)]
 
 
 def _table_arrays(indexes, cdfs, cdf_lengths, offsets):
@@ -357,17 +367,84 @@ def encode_table(symbols, indexes, cdfs, cdf_lengths, offsets, precision: int = 
     interval) and are coded exactly.  CDFs are ``int32[T, L]`` with ``cdf[0] = 0`` and
     ``cdf[cdf_length - 1] = 2**precision`` (16 for CompressAI).
     """
+    return _encode_table(symbols, indexes, cdfs, cdf_lengths, offsets, precision)[0]
+
+
+def _encode_table(symbols, indexes, cdfs, cdf_lengths, offsets, precision, state=0, edge=True):
     idx, c, lengths, offs = _table_arrays(indexes, cdfs, cdf_lengths, offsets)
     s = _prep_symbols(symbols, idx.shape)
-    return _call(_rans.encode_table, s.reshape(-1), idx.reshape(-1), c, lengths, offs, int(precision))
+    return _call(_rans.encode_table, s.reshape(-1), idx.reshape(-1), c, lengths, offs, int(precision), state, edge)
 
 
 def decode_table(data: bytes, indexes, cdfs, cdf_lengths, offsets, precision: int = TABLE_PRECISION) -> np.ndarray:
     """Inverse of :func:`encode_table`; returns int32 symbols with the shape of ``indexes``."""
-    if isinstance(data, (bytearray, memoryview)):
-        data = bytes(data)
-    if not isinstance(data, bytes):
-        raise EntropyCodingError("data must be bytes")
+    return _decode_table(data, indexes, cdfs, cdf_lengths, offsets, precision)[0]
+
+
+def _decode_table(data, indexes, cdfs, cdf_lengths, offsets, precision, state=0, edge=True):
     idx, c, lengths, offs = _table_arrays(indexes, cdfs, cdf_lengths, offsets)
-    out = _call(_rans.decode_table, data, idx.reshape(-1), c, lengths, offs, int(precision))
-    return out.reshape(idx.shape)
+    out, state = _call(_rans.decode_table, _as_bytes(data), idx.reshape(-1), c, lengths, offs, int(precision),
+                       state, edge)
+    return out.reshape(idx.shape), state
+
+
+class ChainEncoder:
+    """Several streams (parametric or table mode) coded as the parts of one rANS chain.
+
+    Every stream of a file used to end with the coder's 8-byte state, most of it the initial
+    state the decoder checks it returns to. In a chain only the first part carries a state:
+    each later part starts from the state the part before it ended in, so a tile of 9 streams
+    spends one flush instead of nine (docs/format.md). The parts stay separate byte strings.
+    Add parts in the order they will be decoded; :meth:`finish` codes them last to first.
+    ``chained=False`` makes every part a self-contained stream (coder versions 1 and 2).
+    """
+
+    def __init__(self, chained: bool = True):
+        self.chained = chained
+        self._parts: list = []
+
+    def add(self, family: str, symbols: np.ndarray, codes: Dict[str, Any]) -> None:
+        self._parts.append(lambda state, flush: _encode_streams(
+            family, [symbols], [codes], 1, PRECISION, [state], flush)[0])
+
+    def add_table(self, symbols, indexes, cdfs, cdf_lengths, offsets, precision: int = TABLE_PRECISION) -> None:
+        self._parts.append(lambda state, flush: _encode_table(
+            symbols, indexes, cdfs, cdf_lengths, offsets, precision, state, flush))
+
+    def finish(self) -> List[bytes]:
+        """The parts' bytes, in decoding order."""
+        out, state = [], 0
+        for i in reversed(range(len(self._parts))):
+            data, end = self._parts[i](state, i == 0 or not self.chained)
+            state = end if self.chained else 0
+            out.append(data)
+        return out[::-1]
+
+
+class ChainDecoder:
+    """Decodes the parts of a :class:`ChainEncoder`'s chain in order; :meth:`finish` checks
+    that the chain ended where its encoder began (a part that leaves words unread, or a chain
+    that ends elsewhere, is a corrupt stream: EntropyCodingError)."""
+
+    def __init__(self, chained: bool = True):
+        self.chained = chained
+        self._state = 0  # the state the next part starts from (0: its own flushed state)
+
+    def _carry(self, state: int) -> None:
+        self._state = state if self.chained else 0
+
+    def decode(self, family: str, data: bytes, codes: Dict[str, Any]) -> np.ndarray:
+        out, state = _decode_streams(family, [data], [codes], 1, PRECISION, [self._state], not self.chained)[0]
+        self._carry(state)
+        return out
+
+    def decode_table(self, data: bytes, indexes, cdfs, cdf_lengths, offsets,
+                     precision: int = TABLE_PRECISION) -> np.ndarray:
+        out, state = _decode_table(data, indexes, cdfs, cdf_lengths, offsets, precision, self._state,
+                                   not self.chained)
+        self._carry(state)
+        return out
+
+    def finish(self) -> None:
+        if self.chained and self._state != _rans.RANS_L:
+            raise EntropyCodingError("corrupt or truncated stream (the chain does not end at the initial state)")

@@ -541,19 +541,36 @@ struct Enc {
     }
     put_bits((uint32_t)nb, 6);
   }
-  std::vector<uint32_t> finish() {
-    out.push_back((uint32_t)(x >> 32));
-    out.push_back((uint32_t)x);
+  // flush: end the stream with the state (the first words the decoder reads); otherwise the
+  // state carries over into the part of a chain that is coded next (and decoded before)
+  std::vector<uint32_t> finish(bool flush) {
+    if (flush) {
+      out.push_back((uint32_t)(x >> 32));
+      out.push_back((uint32_t)x);
+    }
     std::reverse(out.begin(), out.end());
     return std::move(out);
   }
 };
 
+// a state carried between the parts of a chain: 0 (none: start at RANS_L / read the
+// stream's own flushed state) or a valid rANS state
+static uint64_t checked_carry(uint64_t carry) {
+  if (carry != 0 && (carry < RANS_L || carry >= (RANS_L << 32))) throw CodingError("invalid carried rANS state");
+  return carry;
+}
+
 struct Dec {
   uint64_t x;
   const uint32_t* w;
   size_t nw, pos;
-  Dec(const uint32_t* w_, size_t nw_) : w(w_), nw(nw_) {
+  // carry == 0: the stream starts with its flushed state; else it continues a chain
+  Dec(const uint32_t* w_, size_t nw_, uint64_t carry) : w(w_), nw(nw_) {
+    if (checked_carry(carry)) {
+      x = carry;
+      pos = 0;
+      return;
+    }
     if (nw < 2) throw CodingError("truncated stream (shorter than the 8-byte rANS state)");
     x = (uint64_t)w[0] | ((uint64_t)w[1] << 32);
     pos = 2;
@@ -584,8 +601,9 @@ struct Dec {
     u |= 1ull << rem;
     return (u & 1) ? -(int64_t)((u + 1) / 2) : (int64_t)(u / 2);
   }
-  void check_end() const {
-    if (x != RANS_L || pos != nw) throw CodingError("corrupt or truncated stream (final state mismatch)");
+  // every word must be read; the last part of a chain (final) ends where the encoder began
+  void check_end(bool final) const {
+    if (pos != nw || (final && x != RANS_L)) throw CodingError("corrupt or truncated stream (final state mismatch)");
   }
 };
 
@@ -595,10 +613,12 @@ static inline int32_t checked_symbol(int64_t k) {
 }
 
 template <class Model>
-static std::vector<uint32_t> encode_impl(const Model& mdl, const int32_t* sym, size_t n, const Ctx& c) {
+static std::vector<uint32_t> encode_impl(const Model& mdl, const int32_t* sym, size_t n, const Ctx& c,
+                                         uint64_t& state, bool flush) {
   // pass 1 (independent per symbol, so loads and CDF evaluations overlap) computes the
   // intervals of a block; pass 2 runs the rANS state chain over them in reverse.
   Enc enc;
+  if (checked_carry(state)) enc.x = state;
   enc.out.reserve(n / 4 + 16);
   constexpr size_t B = 2048;
   uint32_t starts[B], freqs[B];
@@ -631,12 +651,14 @@ static std::vector<uint32_t> encode_impl(const Model& mdl, const int32_t* sym, s
     }
     end = beg;
   }
-  return enc.finish();
+  state = enc.x;
+  return enc.finish(flush);
 }
 
 template <class Model>
-static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t* out, size_t n, const Ctx& c) {
-  Dec dec(w, nw);
+static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t* out, size_t n, const Ctx& c,
+                        uint64_t& state, bool final) {
+  Dec dec(w, nw, state);
   typename Model::Sym s;
   const uint32_t mask = c.M - 1;
   for (size_t i = 0; i < n; ++i) {
@@ -709,7 +731,8 @@ static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t*
     dec.advance(ca, cb - ca, cf, c.prec);
     out[i] = (int32_t)a;
   }
-  dec.check_end();
+  dec.check_end(final);
+  state = dec.x;
 }
 
 // ------------------------------------------------------------------ stream plumbing
@@ -720,6 +743,8 @@ struct StreamIn {
   const int32_t* p[3] = {nullptr, nullptr, nullptr};
   int K = 1;
   std::vector<uint32_t> words;  // encode output / decode input
+  uint64_t state = 0;           // in: carried state (0: none); out: the state after coding
+  bool edge = true;             // encode: flush the state; decode: must end at RANS_L
   std::string err;
 };
 
@@ -789,9 +814,9 @@ static void with_model(int fam, const StreamIn& st, Go&& go) {
 static void run_stream(int fam, StreamIn& st, bool encode, const Ctx& c) {
   auto go = [&](const auto& mdl) {
     if (encode)
-      st.words = encode_impl(mdl, st.sym, st.n, c);
+      st.words = encode_impl(mdl, st.sym, st.n, c, st.state, st.edge);
     else
-      decode_impl(mdl, st.words.data(), st.words.size(), st.out, st.n, c);
+      decode_impl(mdl, st.words.data(), st.words.size(), st.out, st.n, c, st.state, st.edge);
   };
   with_model(fam, st, go);
 }
@@ -877,32 +902,45 @@ static py::bytes words_to_bytes(const std::vector<uint32_t>& w) {
   return py::bytes(s);
 }
 
+// states: the carried state of each stream (0: none); edge: flush the states. Returns
+// (bytes, state after coding) per stream.
 py::list py_encode_param_le(int fam, std::vector<IArr> syms, std::vector<std::vector<IArr>> params, std::vector<int> Ks,
-                            int threads, int prec) {
+                            int threads, int prec, std::vector<uint64_t> states, bool edge) {
   Ctx c = checked_ctx(prec);
-  if (syms.size() != params.size() || Ks.size() != params.size()) throw CodingError("list lengths differ");
+  if (syms.size() != params.size() || Ks.size() != params.size() || states.size() != params.size())
+    throw CodingError("list lengths differ");
   std::vector<size_t> ns;
   for (auto& s : syms) ns.push_back((size_t)s.size());
   std::vector<StreamIn> streams = collect(fam, params, ns, Ks);
-  for (size_t i = 0; i < syms.size(); ++i) streams[i].sym = syms[i].data();
+  for (size_t i = 0; i < syms.size(); ++i) {
+    streams[i].sym = syms[i].data();
+    streams[i].state = states[i];
+    streams[i].edge = edge;
+  }
   {
     py::gil_scoped_release rel;
     for (auto& st : streams) validate_stream(fam, st);
     run_all(streams, threads, [&](StreamIn& st) { run_stream(fam, st, true, c); });
   }
   py::list out;
-  for (auto& st : streams) out.append(words_to_bytes(st.words));
+  for (auto& st : streams) out.append(py::make_tuple(words_to_bytes(st.words), st.state));
   return out;
 }
 
+// states: the carried state of each stream (0: none, the stream starts with its own);
+// edge: each stream must end at the encoder's initial state. Returns (symbols, state) per stream.
 py::list py_decode_param(int fam, std::vector<py::bytes> datas, std::vector<std::vector<IArr>> params,
-                         std::vector<size_t> ns, std::vector<int> Ks, int threads, int prec) {
+                         std::vector<size_t> ns, std::vector<int> Ks, int threads, int prec, std::vector<uint64_t> states,
+                         bool edge) {
   Ctx c = checked_ctx(prec);
-  if (datas.size() != params.size() || Ks.size() != params.size() || ns.size() != params.size())
+  if (datas.size() != params.size() || Ks.size() != params.size() || ns.size() != params.size() ||
+      states.size() != params.size())
     throw CodingError("list lengths differ");
   std::vector<StreamIn> streams = collect(fam, params, ns, Ks);
   std::vector<IArr> outs;
   for (size_t i = 0; i < datas.size(); ++i) {
+    streams[i].state = states[i];
+    streams[i].edge = edge;
     streams[i].words = bytes_to_words(datas[i]);
     outs.emplace_back(IArr((py::ssize_t)ns[i]));
     streams[i].out = outs.back().mutable_data();
@@ -913,7 +951,7 @@ py::list py_decode_param(int fam, std::vector<py::bytes> datas, std::vector<std:
     run_all(streams, threads, [&](StreamIn& st) { run_stream(fam, st, false, c); });
   }
   py::list out;
-  for (auto& o : outs) out.append(o);
+  for (size_t i = 0; i < outs.size(); ++i) out.append(py::make_tuple(outs[i], streams[i].state));
   return out;
 }
 
@@ -958,7 +996,9 @@ static Tables make_tables(const IArr& cdfs, const IArr& lengths, const IArr& off
   return t;
 }
 
-py::bytes py_encode_table(IArr symbols, IArr indexes, IArr cdfs, IArr lengths, IArr offsets, int prec) {
+// state and edge as for py_encode_param_le; returns (bytes, state after coding)
+py::tuple py_encode_table(IArr symbols, IArr indexes, IArr cdfs, IArr lengths, IArr offsets, int prec, uint64_t state,
+                          bool edge) {
   Ctx c = checked_ctx(prec);
   if (symbols.size() != indexes.size()) throw CodingError("symbols and indexes differ in size");
   Tables t = make_tables(cdfs, lengths, offsets);
@@ -970,6 +1010,7 @@ py::bytes py_encode_table(IArr symbols, IArr indexes, IArr cdfs, IArr lengths, I
     py::gil_scoped_release rel;
     validate_tables(t, idx, n, prec);
     Enc enc;
+    if (checked_carry(state)) enc.x = state;
     enc.out.reserve(n / 4 + 16);
     for (size_t ii = n; ii-- > 0;) {
       int32_t j = idx[ii];
@@ -983,12 +1024,15 @@ py::bytes py_encode_table(IArr symbols, IArr indexes, IArr cdfs, IArr lengths, I
       enc.put_escape_payload(v);
       enc.put((uint32_t)cdf[maxv], (uint32_t)(cdf[maxv + 1] - cdf[maxv]), c.prec);
     }
-    words = enc.finish();
+    state = enc.x;
+    words = enc.finish(edge);
   }
-  return words_to_bytes(words);
+  return py::make_tuple(words_to_bytes(words), state);
 }
 
-py::array_t<int32_t> py_decode_table(py::bytes data, IArr indexes, IArr cdfs, IArr lengths, IArr offsets, int prec) {
+// state and edge as for py_decode_param; returns (symbols, state)
+py::tuple py_decode_table(py::bytes data, IArr indexes, IArr cdfs, IArr lengths, IArr offsets, int prec, uint64_t state,
+                          bool edge) {
   Ctx c = checked_ctx(prec);
   Tables t = make_tables(cdfs, lengths, offsets);
   std::vector<uint32_t> w = bytes_to_words(data);
@@ -1001,7 +1045,7 @@ py::array_t<int32_t> py_decode_table(py::bytes data, IArr indexes, IArr cdfs, IA
     py::gil_scoped_release rel;
     try {
       validate_tables(t, idx, n, prec);
-      Dec dec(w.data(), w.size());
+      Dec dec(w.data(), w.size(), state);
       const uint32_t mask = c.M - 1;
       for (size_t i = 0; i < n; ++i) {
         int32_t j = idx[i];
@@ -1022,13 +1066,14 @@ py::array_t<int32_t> py_decode_table(py::bytes data, IArr indexes, IArr cdfs, IA
         if (a == maxv) v = dec.get_escape_payload();
         o[i] = checked_symbol(v + t.offsets[j]);
       }
-      dec.check_end();
+      dec.check_end(edge);
+      state = dec.x;
     } catch (const std::exception& e) {
       err = e.what();
     }
   }
   if (!err.empty()) throw CodingError(err);
-  return out;
+  return py::make_tuple(out, state);
 }
 
 // ------------------------------------------------------------------ introspection helpers
@@ -1111,14 +1156,15 @@ PYBIND11_MODULE(_rans, m) {
     std::memcpy(a.mutable_data(), W_GAUSS, sizeof(W_GAUSS));
     return a;
   });
+  m.attr("RANS_L") = RANS_L;
   m.def("encode_param", &py_encode_param_le, py::arg("family"), py::arg("symbols"), py::arg("params"), py::arg("K"),
-        py::arg("threads"), py::arg("precision"));
+        py::arg("threads"), py::arg("precision"), py::arg("states"), py::arg("edge"));
   m.def("decode_param", &py_decode_param, py::arg("family"), py::arg("datas"), py::arg("params"), py::arg("sizes"),
-        py::arg("K"), py::arg("threads"), py::arg("precision"));
+        py::arg("K"), py::arg("threads"), py::arg("precision"), py::arg("states"), py::arg("edge"));
   m.def("encode_table", &py_encode_table, py::arg("symbols"), py::arg("indexes"), py::arg("cdfs"),
-        py::arg("cdf_lengths"), py::arg("offsets"), py::arg("precision"));
+        py::arg("cdf_lengths"), py::arg("offsets"), py::arg("precision"), py::arg("state"), py::arg("edge"));
   m.def("decode_table", &py_decode_table, py::arg("data"), py::arg("indexes"), py::arg("cdfs"),
-        py::arg("cdf_lengths"), py::arg("offsets"), py::arg("precision"));
+        py::arg("cdf_lengths"), py::arg("offsets"), py::arg("precision"), py::arg("state"), py::arg("edge"));
   m.def("symbol_cdf", &py_symbol_cdf, py::arg("family"), py::arg("params"), py::arg("K"), py::arg("precision"));
   m.def("std_cdf", &py_std_cdf, py::arg("family"), py::arg("z"), py::arg("beta_code") = 0);
 }
