@@ -497,6 +497,26 @@ def kodak_entry(results_path: str | Path, preset_name: str, sha256: str) -> dict
     return entry
 
 
+def record_kodak(results_path: str | Path, weights_dir: str | Path) -> list[str]:
+    """Refresh the `kodak` entry of every model in `weights_dir`'s manifest that the `eval
+    images` JSON measured, for when the codec changed and the weights did not (a new coder
+    version moves every curve). Each entry is checked against the model's sha256 before
+    anything is written (`kodak_entry`). Returns the models updated."""
+    from codec import files
+
+    manifest_path = Path(weights_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    measured = {c.get("name") for c in json.loads(Path(results_path).read_text()).get("codecs", [])}
+    entries = {name: kodak_entry(results_path, name, entry["sha256"])
+               for name, entry in manifest.items() if f"neurocodec:{name}" in measured}
+    if not entries:
+        raise ValueError(f"{results_path} measured none of the models in {manifest_path}")
+    for name, kodak in entries.items():
+        manifest[name]["kodak"] = kodak
+    files.write_atomic(str(manifest_path), (json.dumps(manifest, indent=1) + "\n").encode())
+    return sorted(entries)
+
+
 def export_weights(run_dir: str | Path, output: str | Path, dtype: str = "float16",
                    kodak_results: str | Path | None = None) -> dict:
     """Export a run's checkpoint to `output` (named `<preset>.safetensors`) and its manifest entry:
@@ -554,7 +574,7 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
         else:
             kind = type(default) if default is not None else str
             g.add_argument(flag, type=kind, default=None, help=f"{text} (default {default})")
-    sub = p.add_subparsers(dest="train_command", metavar="{export}")
+    sub = p.add_subparsers(dest="train_command", metavar="{export,record-kodak}")
     e = sub.add_parser("export", help="write a run's weights as safetensors with their manifest entry")
     e.add_argument("run_dir", help="run folder holding checkpoint.pt")
     e.add_argument("-o", "--output", required=True, help="WEIGHTS_DIR/<preset>.safetensors (manifest.json goes beside it)")
@@ -562,11 +582,18 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--kodak", metavar="RESULTS_JSON",
                    help="an `eval images` JSON measured with these weights (export, evaluate, export again "
                         "with --kodak: the file is the same): its curve and BD-rate go into the manifest")
+    r = sub.add_parser("record-kodak", help="put the Kodak curves of an evaluation of the shipped weights "
+                                            "into their manifest entries (after a codec change)")
+    r.add_argument("results", metavar="RESULTS_JSON", help="an `eval images` JSON")
+    r.add_argument("-w", "--weights", default="weights", help="weights folder holding manifest.json (default weights)")
     p.set_defaults(func=_cmd_train)
     return p
 
 
 def _cmd_train(args) -> int:
+    if args.train_command == "record-kodak":
+        print(f"updated the Kodak entries of {', '.join(record_kodak(args.results, args.weights))}")
+        return 0
     if args.train_command == "export":
         entry = export_weights(args.run_dir, args.output, args.dtype, args.kodak)
         print(f"wrote {args.output} ({entry['training']['steps']} steps, sha256 {entry['sha256'][:16]}...)")

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 import codec
 from codec.cli import main
-from codec.train import _weights_from, export_weights, train
+from codec.train import _weights_from, export_weights, record_kodak, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,6 +96,12 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
     assert kodak["quality"] == [1.0, 8.0] and kodak["images"] == 1
     assert kodak["bd_rate_vs_jpeg_pct"] is None  # a 2-step model's curve does not overlap JPEG's
     assert kodak["bpp"] == [round(v, 4) for v in measured["bpp"]]
+    # after a codec change the same weights' new curve replaces the old one without an export
+    manifest = json.loads((weights / "manifest.json").read_text())
+    manifest["hyperprior-small"]["kodak"]["bpp"] = [9.0, 9.0]
+    (weights / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["train", "record-kodak", str(results), "-w", str(weights)]) == 0
+    assert json.loads((weights / "manifest.json").read_text())["hyperprior-small"]["kodak"] == kodak
     other = tmp_path / "other"
     main(["train", "--run", str(other), "--model", "hyperprior-small", "--data", str(folders / "train"),
           "--steps", "1", "--crop", "64", "--batch", "1", "--threads", "1", "--no-bf16", "--seed", "2"])
@@ -104,6 +110,9 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
         export_weights(other, weights / "hyperprior-small.safetensors", kodak_results=results)
     assert (weights / "hyperprior-small.safetensors").read_bytes() == weights_bytes  # nothing written
     assert (weights / "manifest.json").read_bytes() == manifest
+    export_weights(other, weights / "hyperprior-small.safetensors")
+    with pytest.raises(ValueError, match="other weights"):
+        record_kodak(results, weights)
 
 
 def test_settings_flags_override_saved_config_on_resume(folders, tmp_path, capsys):

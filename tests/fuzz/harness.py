@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from codec.container import Limits, MediaKind, NcfError, read_container, read_header
+from codec.container import Limits, MediaKind, NcfError, pack_streams, read_container, read_header, unpack_streams
 from codec.container.format import encode_header_body, encode_section, frame_header
 from codec.container._wire import encode_uvarint
 from codec.errors import NeurocodecError
@@ -86,6 +86,26 @@ def _payload(data: bytes, pick) -> bytes:
     return bytes(b)
 
 
+def _packed(data: bytes, count: int, pick) -> bytes:
+    """Damage inside an image's packed section, repacked: one stream's payload, two streams
+    swapped, one dropped or duplicated (the parts of one rANS chain, docs/format.md)."""
+    try:
+        streams = unpack_streams(data, count, "fuzz")
+    except NcfError:
+        return _payload(data, pick)
+    i, j = pick(len(streams)), pick(len(streams))
+    op = pick(4)
+    if op == 0:
+        streams[i] = _payload(streams[i], pick)
+    elif op == 1:
+        streams[i], streams[j] = streams[j], streams[i]
+    elif op == 2:
+        del streams[i]
+    else:
+        streams.insert(j, streams[i])
+    return pack_streams(streams)
+
+
 def _header(h, pick):
     field = pick(len(HEADER_INTS) + 5)
     if field < len(HEADER_INTS):
@@ -122,7 +142,12 @@ def mutate(valid: bytes, pick) -> bytes:
     for _ in range(1 + pick(3)):
         op = pick(6)
         i, j = pick(len(sections)), pick(len(sections))
-        if op <= 1:
+        packed = header.media == MediaKind.IMAGE and sections[i][0].endswith("streams")
+        if op <= 1 and packed:
+            count = 1 + header.coder.get("y_streams", 0)
+            sections[i] = (sections[i][0], _packed(sections[i][1], count, pick) if pick(2) else
+                           _payload(sections[i][1], pick))
+        elif op <= 1:
             sections[i] = (sections[i][0], _payload(sections[i][1], pick))
         elif op == 2:  # sections' contents swapped
             sections[i], sections[j] = (sections[i][0], sections[j][1]), (sections[j][0], sections[i][1])
