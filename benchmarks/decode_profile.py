@@ -55,19 +55,23 @@ def main():
     data = codec.encode_image(rgb, model=args.model)
     encode_s = time.perf_counter() - t
     spent = [0.0]
-    decode = entropy.decode
+    untimed = {name: getattr(entropy.ChainDecoder, name) for name in ("decode", "decode_table")}
 
-    def timed(*a, **kw):
-        t = time.perf_counter()
-        out = decode(*a, **kw)
-        spent[0] += time.perf_counter() - t
-        return out
+    def timed(method):
+        def run(*a, **kw):
+            t = time.perf_counter()
+            out = method(*a, **kw)
+            spent[0] += time.perf_counter() - t
+            return out
+        return run
 
-    entropy.decode = timed
+    for name, method in untimed.items():
+        setattr(entropy.ChainDecoder, name, timed(method))
     t = time.perf_counter()
     codec.decode_image(data)
     total = time.perf_counter() - t
-    entropy.decode = decode
+    for name, method in untimed.items():
+        setattr(entropy.ChainDecoder, name, method)
     print(f"{args.model} {paths[0].name}: encode {encode_s:.2f} s, decode {total:.2f} s, "
           f"of which entropy decoding {spent[0]:.3f} s")
 
