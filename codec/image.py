@@ -13,7 +13,7 @@ The model sees the image padded (edge replication) to a multiple of its stride; 
 decoder crops back to the original size, so any size from 1x1 up round-trips.
 
 Streams: "z" (the hyper-latent, table-coded with the model's factorized prior), then y:
-- mean-scale hyperprior: "y0".."y3", Gaussian streams over 4 channel groups (parallel);
+- mean-scale hyperprior: "y0".."y3", Gaussian streams over 4 channel groups;
 - MLIC (`coding_steps`): one stream per coding step, named after it, in coding order
   ("s0/anchor", "s0/nonanchor", "s1/anchor", ...; mvgmm: "s0/anchor/j0", "s0/anchor/j1",
   ...). Gaussian and GG steps code round(y - snapped mean) under the zero-mean law, GMM and
@@ -145,7 +145,7 @@ def _z_medians_and_indexes(model, shape) -> tuple[torch.Tensor, np.ndarray]:
 # ----------------------------------------------------------------------------- y: shared helpers
 @dataclass
 class _Stream:
-    """One rANS stream of y: its section name, coder family, int32 symbols and parameter codes."""
+    """One rANS stream of y: its name, coder family, int32 symbols and parameter codes."""
     name: str
     family: str
     symbols: np.ndarray
