@@ -466,8 +466,14 @@ def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", e
     manifest_path = path.parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     manifest[preset_name] = entry
-    files.write_atomic(str(manifest_path), (json.dumps(manifest, indent=1) + "\n").encode())
+    _write_manifest(manifest_path, manifest)
     return entry
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    from codec import files
+
+    files.write_atomic(str(path), (json.dumps(manifest, indent=1) + "\n").encode())
 
 
 def kodak_entry(results_path: str | Path, preset_name: str, sha256: str) -> dict:
@@ -502,8 +508,6 @@ def record_kodak(results_path: str | Path, weights_dir: str | Path) -> list[str]
     images` JSON measured, for when the codec changed and the weights did not (a new coder
     version moves every curve). Each entry is checked against the model's sha256 before
     anything is written (`kodak_entry`). Returns the models updated."""
-    from codec import files
-
     manifest_path = Path(weights_dir) / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     measured = {c.get("name") for c in json.loads(Path(results_path).read_text()).get("codecs", [])}
@@ -513,7 +517,7 @@ def record_kodak(results_path: str | Path, weights_dir: str | Path) -> list[str]
         raise ValueError(f"{results_path} measured none of the models in {manifest_path}")
     for name, kodak in entries.items():
         manifest[name]["kodak"] = kodak
-    files.write_atomic(str(manifest_path), (json.dumps(manifest, indent=1) + "\n").encode())
+    _write_manifest(manifest_path, manifest)
     return sorted(entries)
 
 

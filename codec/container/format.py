@@ -318,8 +318,8 @@ def sections_by_name(sections: list[Section]) -> dict[str, bytes]:
 
 
 def pack_streams(streams: list[bytes]) -> bytes:
-    """Several byte strings as one section's data, each as ``bytes[n]`` (docs/format.md,
-    "Packed sections"): one name, length and CRC for all of them instead of one each."""
+    """Several byte strings as one section's data, each as ``bytes[n]`` (docs/format.md, coder
+    version 3): one name, length and CRC for all of them instead of one each."""
     return b"".join(_lp(bytes(s)) for s in streams)
 
 
