@@ -43,7 +43,7 @@ from codec import entropy
 from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, Section, get_section,
                              read_container, read_header, write_container)
 from codec.container._wire import encode_uvarint as _uv
-from codec.container._wire import zigzag_encode
+from codec.container._wire import Cursor, zigzag_decode, zigzag_encode
 from codec.errors import NeurocodecError
 from models.inr import (EmbeddingEncoder, HNeRVConfig, HNeRVDecoder, channel_steps, code_from_step,
                         count_params, default_channels, default_kernels, fake_quant, step_from_code,
@@ -270,43 +270,37 @@ def _sv(v: int) -> bytes:
 
 
 class _Reader:
+    """The container's bounds-checked :class:`Cursor` plus what the video
+    sections need on top: a range check on every field and errors that name
+    the section."""
+
     def __init__(self, data: bytes, what: str):
-        self.buf, self.pos, self.what = memoryview(data), 0, what
+        self.cur, self.what = Cursor(memoryview(data)), what
+
+    def _checked(self, read):
+        try:
+            return read()
+        except NcfError as e:
+            raise NcfError(f"{self.what}: {e}") from None
 
     def uv(self, field: str, lo: int = 0, hi: int = 2 ** 63) -> int:
-        v, shift = 0, 0
-        while True:
-            if self.pos >= len(self.buf):
-                raise NcfError(f"{self.what}: truncated at {field} (offset {self.pos})")
-            b = self.buf[self.pos]
-            self.pos += 1
-            v |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-            if shift > 63:
-                raise NcfError(f"{self.what}: varint too long at {field}")
+        v = self._checked(lambda: self.cur.uvarint(field))
         if not lo <= v <= hi:
             raise NcfError(f"{self.what}: {field} = {v} outside {lo}..{hi}")
         return v
 
     def sv(self, field: str) -> int:
-        z = self.uv(field)
-        return (z >> 1) ^ -(z & 1)
+        return zigzag_decode(self.uv(field))
 
     def raw(self, n: int, field: str) -> bytes:
-        if n > len(self.buf) - self.pos:
-            raise NcfError(f"{self.what}: {field} of {n} bytes exceeds the {len(self.buf) - self.pos} remaining")
-        out = bytes(self.buf[self.pos:self.pos + n])
-        self.pos += n
-        return out
+        return bytes(self._checked(lambda: self.cur.take(n, field)))
 
     def lp(self, field: str) -> bytes:
         return self.raw(self.uv(field + " length"), field)
 
     def done(self) -> None:
-        if self.pos != len(self.buf):
-            raise NcfError(f"{self.what}: {len(self.buf) - self.pos} unparsed bytes")
+        if self.cur.remaining:
+            raise NcfError(f"{self.what}: {self.cur.remaining} unparsed bytes")
 
 
 # =============================================================== architecture
