@@ -1,0 +1,37 @@
+"""PSNR gap at equal rate between two codecs of one `neurocodec eval` JSON, point by point.
+
+    python benchmarks/curve_gap.py docs/results/kodak.json neurocodec:mlic-medium-gaussian webp
+
+For each point of the first codec, the second codec's PSNR at the same bpp (linear in log bpp
+between its neighbouring points; none outside its range) and the difference. BD-rate averages
+over the whole curve; this shows where along it one codec wins or loses.
+"""
+import json
+import sys
+
+import numpy as np
+
+
+def curve(results: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    by_name = {c["name"]: c["results"] for c in results["codecs"]}
+    if name not in by_name:
+        sys.exit(f"{name!r} is not in the JSON (codecs: {', '.join(by_name)})")
+    return np.array(by_name[name]["bpp"]), np.array(by_name[name]["psnr-rgb"])
+
+
+def main(path: str, codec: str, other: str) -> None:
+    results = json.load(open(path))
+    bpp, psnr = curve(results, codec)
+    other_bpp, other_psnr = curve(results, other)
+    order = np.argsort(other_bpp)
+    print(f"| bpp | {codec} PSNR | {other} PSNR | difference (dB) |\n|---:|---:|---:|---:|")
+    for b, p in zip(bpp, psnr):
+        inside = other_bpp.min() <= b <= other_bpp.max()
+        q = np.interp(np.log(b), np.log(other_bpp[order]), other_psnr[order]) if inside else None
+        print(f"| {b:.3f} | {p:.2f} | " + (f"{q:.2f} | {p - q:+.2f} |" if inside else "- | - |"))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    main(*sys.argv[1:])
