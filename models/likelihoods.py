@@ -303,6 +303,17 @@ class GaussianMixture(LikelihoodFamily):
     def coding_values(self, params: dict) -> dict:
         return {"weight": params["weight"], "mean": params["mean"], "scale": params["scale"]}
 
+    def head_rows_from_gaussian(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """Equal weights (logits 0), every component the Gaussian's mean, and component k's
+        scale rows multiplied by 1 + 0.1 (k - (K-1)/2): a law within a per cent of the
+        Gaussian's variance whose components differ, so that their gradients differ and they
+        separate (identical components would stay identical forever)."""
+        scale, mean = rows.chunk(2, 0)
+        spread = 1 + 0.1 * (torch.arange(self.K, dtype=rows.dtype) - (self.K - 1) / 2)
+        spread = spread.repeat(scale.shape[0]).reshape(-1, *[1] * (rows.dim() - 1))
+        means = mean.repeat_interleave(self.K, 0)
+        return torch.cat([torch.zeros_like(means), means, scale.repeat_interleave(self.K, 0) * spread], 0)
+
     def extra_repr(self) -> str:
         return f"name='gmm', K={self.K}"
 

@@ -192,8 +192,8 @@ class ChannelReweight(nn.Module):
         return x * (2 * torch.sigmoid(self.fc(x.mean((2, 3))))[:, :, None, None])
 
 
-def _head(cin: int, cout: int) -> nn.Sequential:
-    hid = max(cout, (2 * cin) // 3)
+def _head(cin: int, cout: int, hid: int | None = None) -> nn.Sequential:
+    hid = hid or max(cout, (2 * cin) // 3)
     return nn.Sequential(nn.Conv2d(cin, hid, 1), nn.GELU(), nn.Conv2d(hid, hid, 1), nn.GELU(),
                          nn.Conv2d(hid, cout, 1))
 
@@ -269,8 +269,10 @@ class MLIC(VariableRate, nn.Module):
         self.local_ctx = nn.ModuleList(nn.Conv2d(Cs, c2, 5, padding=2) for _ in range(slices))
         self.intra_ctx = nn.ModuleList(
             LinearAttention(c2 if s == 0 else Cs, Cs, c2, attn_dim) for s in range(slices))
-        self.anchor_head = nn.ModuleList(_head(3 * c2, P) for _ in range(slices))
-        self.nonanchor_head = nn.ModuleList(_head(5 * c2, P) for _ in range(slices))
+        # hidden widths are those of the Gaussian model of the same size, whatever the family,
+        # so that `train --init` carries a trained Gaussian's heads over to any family
+        self.anchor_head = nn.ModuleList(_head(3 * c2, P, max(2 * Cs, 2 * c2)) for _ in range(slices))
+        self.nonanchor_head = nn.ModuleList(_head(5 * c2, P, max(2 * Cs, 10 * c2 // 3)) for _ in range(slices))
         self.lrp = nn.ModuleList(_head(3 * c2 + Cs, Cs) for _ in range(slices))
 
     def from_gaussian(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
