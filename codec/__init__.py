@@ -6,8 +6,9 @@ Public API (what the CLI, the GUI and users import):
   PIL image or HxWx3 uint8 array; quality is continuous in [1, 8] (1 = smallest file).
 - ``decode_image(data) -> np.ndarray``: .ncf bytes back to an HxWx3 uint8 RGB array,
   bit-exactly the encoder's reconstruction.
-- ``encode_video(path, bpp=None, quality=None, frames=None, size=None, epochs=None) -> bytes``:
-  fit the INR video codec (HNeRV-style, groups of frames) to a clip PyAV can read.
+- ``encode_video(source, bpp=None, quality=None, frames=None, size=None, epochs=None) -> bytes``:
+  fit the INR video codec (HNeRV-style, groups of frames) to a clip PyAV can read, a folder
+  of PNGs or (T, H, W, 3) uint8 frames.
 - ``decode_video(data) -> np.ndarray``: (T, H, W, 3) uint8 frames, bit-exact.
 - ``read_info(data_or_path) -> dict``: the header of an .ncf file, its sections and bpp.
 - ``list_models() -> list[dict]``: every registered preset, whether its weights are shipped.
@@ -15,6 +16,9 @@ Public API (what the CLI, the GUI and users import):
   files to (T, H, W, 3) uint8 arrays (resized as ``encode_video`` does) and back.
 - ``psnr(a, b)``, ``ms_ssim(a, b)``: the metrics ``neurocodec eval`` reports.
 - ``encode_classical(pixels, codec, max_bytes)``: JPEG, WebP, AVIF, x264... at a file size.
+
+Layout: image/ and video/ (the pipelines), container/ (the .ncf format), entropy/ (the rANS
+coder), zoo (model registry and weights), eval/ and train/, cli/ (argument wiring only).
 
 Errors: ``NcfError`` for malformed files, ``NeurocodecError`` (and its ``WeightsError``)
 for refused requests, ``EntropyCodingError`` for invalid coder input. Decoding untrusted
@@ -39,7 +43,7 @@ _LAZY = {
     "encode_video": "codec.video", "decode_video": "codec.video",
     "list_models": "codec.zoo",
     "read_frames": "codec.video", "write_frames": "codec.video",
-    "psnr": "codec.evaluate", "ms_ssim": "codec.evaluate", "encode_classical": "codec.compare",
+    "psnr": "codec.eval.metrics", "ms_ssim": "codec.eval.metrics", "encode_classical": "codec.eval.compare",
     "NcfError": "codec.container", "EntropyCodingError": "codec.entropy",
     "NeurocodecError": "codec.errors", "WeightsError": "codec.errors",
 }

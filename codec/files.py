@@ -1,6 +1,8 @@
-"""File I/O the commands share: `-` for stdin/stdout, atomic writes, never clobbering the input."""
+"""File helpers shared by the CLI, the video resume store, evaluation and training: `-` for
+stdin/stdout, atomic writes (never a half-written output), never clobbering the input, sha256."""
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -67,8 +69,10 @@ def write_atomic_with(path: str, write) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write to a temporary file beside the target, then rename: never a half-written output."""
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside the target, fsync, then rename: never a half-written
+    output. `-` writes to stdout."""
+    path = str(path)
     if path == STDIO:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -85,3 +89,28 @@ def write_atomic(path: str, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_size(text: str | tuple | None) -> tuple[int, int] | None:
+    """"WxH" (or a (w, h) pair) -> (w, h), each in 1..16384; None stays None."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        try:
+            w, h = text.lower().split("x")
+            text = (int(w), int(h))
+        except ValueError:
+            raise NeurocodecError(f"size must be WxH, e.g. 320x180, got {text!r}") from None
+    w, h = (int(v) for v in text)
+    if not (1 <= w <= 16384 and 1 <= h <= 16384):
+        raise NeurocodecError(f"size {w}x{h} outside 1..16384")
+    return w, h

@@ -5,8 +5,8 @@ checked against the sha256 in `weights/manifest.json` before they are loaded.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-import hashlib
 import json
 import os
 import sys
@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from codec.errors import NeurocodecError, WeightsError
+from codec.files import sha256_file
 from models.hyperprior import DEFAULT_LAMBDAS, MeanScaleHyperprior
 from models.mlic import MLIC, MLIC_PRESETS
 
@@ -113,21 +114,13 @@ def list_models() -> list[dict]:
     return out
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=4)
 def load_model(name: str) -> tuple[torch.nn.Module, str]:
     """The preset with its shipped weights, in eval mode, and the weights' sha256."""
     preset = get_preset(name)
     expected = weights_sha256(name)
     path = weights_dir() / preset.weights_file
-    actual = file_sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise WeightsError(f"weights file {path} is corrupted or replaced: sha256 {actual[:16]}... "
                            f"but manifest.json says {expected[:16]}...")
@@ -154,3 +147,21 @@ def load_state(model: torch.nn.Module, state: dict) -> None:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise WeightsError(f"weights do not fit model {type(model).__name__}: {str(e).splitlines()[0]}") from e
+
+
+@contextlib.contextmanager
+def weights_from(folder: str | Path):
+    """Use the weights (and manifest.json) in `folder` for a while, e.g. a run's validation
+    exporting its current weights to a temporary folder; models loaded before or meanwhile
+    are forgotten on entry and on exit."""
+    before = os.environ.get("NEUROCODEC_WEIGHTS")
+    os.environ["NEUROCODEC_WEIGHTS"] = str(folder)
+    load_model.cache_clear()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("NEUROCODEC_WEIGHTS", None)
+        else:
+            os.environ["NEUROCODEC_WEIGHTS"] = before
+        load_model.cache_clear()

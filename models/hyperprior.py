@@ -15,10 +15,13 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 
+from models.coding import CodingStep
+
 # Rate-distortion trade-offs of the quality levels (MSE on 0..1 pixels, x 255^2 in the loss),
 # the values CompressAI's pretrained models use for qualities 1..8.
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 SCALE_BOUND = 0.11  # lower bound on the Gaussian scale, as in CompressAI
+Y_STREAMS = 4  # coding steps (channel groups, one rANS stream each) of the mean-scale model's y
 
 
 def interpolate_levels(log_table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
@@ -74,6 +77,16 @@ class VariableRate:
     def aux_loss(self) -> torch.Tensor:
         return self.entropy_bottleneck.loss()
 
+    def z_medians(self) -> torch.Tensor:
+        """(C,) medians of the factorized prior on z: z is coded as round(z - median)."""
+        return self.entropy_bottleneck.quantiles[:, 0, 1].detach()
+
+    def z_tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The factorized prior's quantized CDF tables (cdf, cdf_length, offset), one row per
+        channel of z, as stored in the weights file (computed once at export, `update()`)."""
+        eb = self.entropy_bottleneck
+        return eb._quantized_cdf, eb._cdf_length, eb._offset
+
     def z_likelihoods(self, z: torch.Tensor, rounding=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(z_hat, likelihoods) of the factorized prior. rounding=None: compressai's (noise in
         training, rounding in eval); otherwise z is rounded around the medians by `rounding`,
@@ -81,7 +94,7 @@ class VariableRate:
         eb = self.entropy_bottleneck
         if rounding is None:
             return eb(z)
-        medians = eb.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
+        medians = self.z_medians().view(1, -1, 1, 1)
         z_hat = rounding(z - medians) + medians
         C = z_hat.shape[1]
         lik, _, _ = eb._likelihood(z_hat.transpose(0, 1).reshape(C, 1, -1))
@@ -163,3 +176,16 @@ class MeanScaleHyperprior(VariableRate, nn.Module):
                 self.gaussian_conditional._likelihood(y_hat, scales, means))
         x_hat = self.synthesis(y_hat, quality)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+
+    def coding_steps(self, z_hat: torch.Tensor, quality: torch.Tensor | None = None):
+        """The coding protocol (models/coding.py): y in Y_STREAMS channel groups "y0".."y3",
+        each under the Gaussian of the hyper synthesis. Returns y_hat."""
+        means, scales = self.hyper_synthesis(z_hat)
+        y_hat = torch.zeros_like(means)
+        bounds = [round(i * self.M / Y_STREAMS) for i in range(Y_STREAMS + 1)]
+        for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+            mask = torch.zeros(means.shape, dtype=torch.bool, device=means.device)
+            mask[:, start:stop] = True
+            values = yield CodingStep(f"y{i}", mask, {"mean": means[mask], "scale": scales[mask]}, "gaussian", True)
+            y_hat = y_hat.masked_scatter(mask, values.to(y_hat.dtype))
+        return y_hat

@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.layers import LayerNorm2d
+
 STEP_CODE_BIAS = 192  # step = (8 + (code & 7)) / 8 * 2 ** ((code >> 3) - 24); code in 0..255
 
 
@@ -82,29 +84,13 @@ def step_shape(x: torch.Tensor, per_channel: bool) -> tuple[int, ...]:
 # ---------------------------------------------------------------- encoder
 
 
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel dimension of an NCHW tensor."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.eps = eps
-
-    def forward(self, x):
-        mu = x.mean(1, keepdim=True)
-        var = (x - mu).pow(2).mean(1, keepdim=True)
-        x = (x - mu) / torch.sqrt(var + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
-
-
 class ConvNeXtBlock(nn.Module):
     """Depthwise 7x7 -> LayerNorm -> 1x1 (4x) -> GELU -> 1x1, with a residual."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
-        self.norm = LayerNorm2d(dim)
+        self.norm = LayerNorm2d(dim, eps=1e-6)
         self.pw1 = nn.Conv2d(dim, 4 * dim, 1)
         self.pw2 = nn.Conv2d(4 * dim, dim, 1)
 
@@ -126,7 +112,7 @@ class EmbeddingEncoder(nn.Module):
         dims = dims or [min(16 * 2 ** i, 96) for i in range(len(strides))]
         layers, cin = [], 3
         for s, d in zip(strides, dims):
-            layers += [nn.Conv2d(cin, d, s, stride=s), LayerNorm2d(d), ConvNeXtBlock(d)]
+            layers += [nn.Conv2d(cin, d, s, stride=s), LayerNorm2d(d, eps=1e-6), ConvNeXtBlock(d)]
             cin = d
         layers.append(nn.Conv2d(cin, c_emb, 1))
         self.net = nn.Sequential(*layers)

@@ -32,34 +32,13 @@ Contexts of slice s:
 Variable rate as in models/hyperprior.py: per-quality gain vectors on y (quality in
 [1, levels], fractional qualities interpolate), DEFAULT_LAMBDAS.
 
-Coding protocol (the codec drives it; models never call the entropy coder)
--------------------------------------------------------------------------
-    y = model.analysis(x, q); z = model.hyper_analysis(y)
-    z is table-coded with model.entropy_bottleneck: z_hat = round(z - median) + median
-    gen = model.coding_steps(z_hat, q)
-    step = next(gen)                       # CodingStep
-    while True:
-        ... code / decode the elements y[step.mask] with step.params ...
-        try: step = gen.send(values)       # 1-D float tensor, y_hat of those elements
-        except StopIteration as stop: y_hat = stop.value; break
-    x_hat = model.synthesis(y_hat, q)
-
-Each CodingStep names the next group of y elements (`mask`, a bool tensor of y's shape
-(B, M, H, W)) and gives the coder's float parameters for exactly those elements, each of
-shape (n,) (or (n, K) for mixtures), n = mask.sum(), in `y[mask]` order (row-major over
-batch, channel, row, column). The values sent back must be in the same order and must be
-those the decoder will reconstruct (symbol + snapped mean for residual families, the
-symbol itself otherwise): the model builds every later context from them.
-Steps, in order: for s in 0..S-1: "s{s}/anchor", "s{s}/nonanchor"; for the mvgmm family
-each pass is split per channel-in-group, "s{s}/anchor/j{j}" for j in 0..G-1 (mask: channels
-s*C_s + g*G + j of every group g), with params the univariate-GMM conditional of element j
-given the already decoded elements 0..j-1 of its group (conditionals computed inside
-`coding_steps`). The generator computes with autograd on; callers wrap it in
-torch.no_grad() / torch.inference_mode().
+Coding: `coding_steps` follows the protocol of models/coding.py. Steps, in order: for s in
+0..S-1: "s{s}/anchor", "s{s}/nonanchor"; for the mvgmm family each pass is split per
+channel-in-group, "s{s}/anchor/j{j}" for j in 0..G-1 (mask: channels s*C_s + g*G + j of every
+group g), with params the univariate-GMM conditional of element j given the already decoded
+elements 0..j-1 of its group (conditionals computed inside `coding_steps`).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -67,7 +46,9 @@ import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models.utils import conv, deconv
 
+from models.coding import CodingStep
 from models.hyperprior import DEFAULT_LAMBDAS, GainUnit, VariableRate, gain_init
+from models.layers import LayerNorm2d
 from models.likelihoods import MultivariateGaussianMixture, make_family, univariate_of
 
 MLIC_PRESETS: dict[str, dict] = {
@@ -80,33 +61,11 @@ MLIC_PRESETS: dict[str, dict] = {
     "mlic-small": {"N": 48, "M": 192, "slices": 4, "Nz": 64, "mixer_blocks": 1},
     # the shipped default, mlic-small with twice the transform width: its transforms, not the entropy model (which
     # holds 85 % of mlic-small's parameters), cap its high rates; `train --init` widens
-    # mlic-small's weights into it as the same function (codec/train.py: init_from)
+    # mlic-small's weights into it as the same function (codec/train/warmstart.py: init_from)
     "mlic-medium": {"N": 96, "M": 192, "slices": 4, "Nz": 64, "mixer_blocks": 1},
     # the paper's dimensions (MLIC++: N=192, M=320, 10 slices)
     "mlic++": {"N": 192, "M": 320, "slices": 10, "Nz": 192, "mixer_blocks": 2},
 }
-
-
-@dataclass
-class CodingStep:
-    """The next group of y elements to code.
-
-    name    e.g. "s3/anchor", "s3/nonanchor", "s0/anchor/j1" (mvgmm)
-    mask    bool tensor shaped like y (B, M, H, W): the elements of this step
-    params  coder parameters for exactly those elements, in y[mask] order: each (n,), or
-            (n, K) for mixtures; names as `family`'s coding_values (gaussian/laplace:
-            mean, scale; gg: mean, scale (= alpha), beta; gmm: weight, mean, scale)
-    family  name of the univariate law the coder uses for this step ("gaussian",
-            "laplace", "gg" or "gmm"; mvgmm steps are "gmm")
-    symbols_are_residuals  True: symbols are round(y - mean), values = symbol + mean;
-            False: symbols are round(y), values = symbol
-    """
-
-    name: str
-    mask: torch.Tensor
-    params: dict
-    family: str
-    symbols_are_residuals: bool
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -120,17 +79,6 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x):
         return x + self.body(x)
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over channels at each position (so results never depend on image size)."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(ch)
-
-    def forward(self, x):
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class TokenMixerBlock(nn.Module):

@@ -83,8 +83,8 @@ def test_stdin_stdout_through_the_console_script(small_png):
     assert bad.returncode == 1 and b"Traceback" not in bad.stderr and bad.stdout == b""
 
 
-def test_video_encode_decode_through_the_cli(tmp_path, capsys):
-    clip = ROOT.parent / "shared" / "data" / "video" / "carphone_176x144.mp4"
+def test_video_encode_decode_through_the_cli(tmp_path, capsys, carphone):
+    clip = carphone
     ncf, y4m = tmp_path / "clip.ncf", tmp_path / "clip.y4m"
     assert main(["encode", str(clip), "-o", str(ncf), "--frames", "2", "--size", "32x32", "--threads", "0"]) == 1
     assert "threads must be >= 1" in capsys.readouterr().err and not ncf.exists()

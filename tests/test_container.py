@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from codec.container import (DEFAULT_LIMITS, FORMAT_VERSION, MAGIC, MAX_HEADER_PREFIX, Header,
                              Limits, MediaKind, NcfError, Section, get_section, read_container,
                              read_header, sections_by_name, validate_header, write_container)
-from codec.container._wire import encode_uvarint, zigzag_encode
+from codec.container.wire import encode_uvarint, zigzag_encode
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

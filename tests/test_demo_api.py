@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import codec
-from codec.eval_codecs import image_codec
+from codec.eval.codecs import image_codec
 
 
 @pytest.fixture(scope="module")

@@ -121,24 +121,6 @@ def test_quantize_dequantize_grid():
 
 
 # ----------------------------------------------------------------- streams / equivalences
-def test_multistream_equals_single():
-    rng = np.random.default_rng(3)
-    for fam in E.FAMILIES:
-        syms, codes = [], []
-        for i in range(5):
-            n = int(rng.integers(0, 3000))
-            p = random_params(fam, rng, n, K=4)
-            codes.append(E.quantize_params(fam, **p))
-            syms.append(random_symbols(p, rng, n))
-        single = [E.encode(fam, s, c) for s, c in zip(syms, codes)]
-        for threads in (0, 1, 2, 7):
-            multi = E.encode_streams(fam, syms, codes, threads=threads)
-            assert multi == single
-            dec = E.decode_streams(fam, multi, codes, threads=threads)
-            for a, b in zip(dec, syms):
-                np.testing.assert_array_equal(a, b)
-
-
 def test_gmm_k1_equals_gaussian():
     rng = np.random.default_rng(4)
     n = 5000
@@ -524,6 +506,5 @@ def test_empty_and_scalar_shapes():
     assert c["mean"].shape == ()
     out = E.decode("gaussian", E.encode("gaussian", np.int32(5), c), c)
     assert out.shape == () and int(out) == 5
-    assert E.encode_streams("gmm", [], []) == [] and E.decode_streams("gmm", [], []) == []
     c = E.quantize_params("gmm", weight=np.ones((0, 3)), mean=np.zeros((0, 3)), scale=np.ones((0, 3)))
     assert E.decode("gmm", E.encode("gmm", np.zeros(0, np.int32), c), c).shape == (0,)

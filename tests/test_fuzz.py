@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import random
 import sys
 import time
 import tracemalloc
@@ -28,7 +29,6 @@ import harness  # noqa: E402
 
 FUZZ = settings(max_examples=1000, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-OUTCOMES: collections.Counter = collections.Counter()
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +41,16 @@ def seeds(tmp_path_factory) -> dict[str, bytes]:
 @FUZZ
 @given(data=st.data())
 def test_mutated_files_only_raise_documented_errors(seeds, kind, data):
-    mutated = harness.mutate(seeds[kind], lambda n: data.draw(st.integers(0, n - 1)))
-    OUTCOMES[kind, harness.decode(mutated)] += 1
+    harness.decode(harness.mutate(seeds[kind], lambda n: data.draw(st.integers(0, n - 1))))
 
 
-def test_fuzzing_reached_the_decoders():
-    """The mutations must not all stop at the container: some files decode, some are refused later."""
-    outcomes = {o for _, o in OUTCOMES}
-    assert not OUTCOMES or {"NcfError", "decoded"} <= outcomes, OUTCOMES
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_mutations_reach_the_decoders(seeds, kind):
+    """The fuzzer's mutations must not all stop at the container: of 300 seeded ones, some
+    files still decode and some are refused (so the decoders behind the container are fuzzed)."""
+    rng = random.Random(0)
+    outcomes = collections.Counter(harness.decode(harness.mutate(seeds[kind], rng.randrange)) for _ in range(300))
+    assert outcomes["decoded"] > 0 and outcomes["NcfError"] > 0, outcomes
 
 
 def test_huge_declared_image_is_refused_before_allocation(seeds):

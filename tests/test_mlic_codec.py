@@ -17,7 +17,7 @@ from codec import zoo
 from codec.container import NcfError, Section, pack_streams, read_container, unpack_streams, write_container
 from codec.errors import WeightsError
 from codec.image import decode_image, encode_image, reconstruct
-from codec.train import write_weights
+from codec.train.export import write_weights
 
 FAMILIES = ("gaussian", "gg", "gmm", "mvgmm")
 TINY = [f"mlic-tiny-{f}" for f in FAMILIES]

@@ -10,10 +10,9 @@ import torch
 from codec import zoo
 from codec.errors import NeurocodecError
 from codec.image import decode_image, encode_image, load_rgb, reconstruct
-from codec.refine import sga_round
-from codec.train import write_weights
+from codec.image.refine import sga_round
+from codec.train.export import write_weights
 
-ROOT_VIDEO = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "video" / "carphone_176x144.mp4"
 
 
 def test_sga_round_tends_to_rounding_and_has_gradients():
@@ -81,7 +80,7 @@ def test_refine_refuses_negative_steps(example_image):
         encode_image(example_image, model="hyperprior-small", refine=-1)
 
 
-def test_cli_refine_shows_progress_and_verifies(tmp_path, example_image, capsys):
+def test_cli_refine_shows_progress_and_verifies(tmp_path, example_image, capsys, carphone):
     from PIL import Image
 
     from codec.cli import main
@@ -91,5 +90,5 @@ def test_cli_refine_shows_progress_and_verifies(tmp_path, example_image, capsys)
     assert main(["encode", str(src), "-o", str(ncf), "--model", "hyperprior-small", "--refine", "4", "--verify"]) == 0
     assert "refine" in capsys.readouterr().err and ncf.stat().st_size > 0
     video = tmp_path / "clip.ncf"
-    assert main(["encode", str(ROOT_VIDEO), "-o", str(video), "--refine", "4"]) == 1
+    assert main(["encode", str(carphone), "-o", str(video), "--refine", "4"]) == 1
     assert "--refine applies to images" in capsys.readouterr().err and not video.exists()

@@ -18,7 +18,9 @@ from safetensors.torch import load_file
 
 import codec
 from codec.cli import main
-from codec.train import _weights_from, export_weights, record_kodak, train
+from codec.train.export import export_weights, record_kodak
+from codec.train.loop import train
+from codec.zoo import weights_from
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +74,7 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
     bound = tensors["gaussian_conditional.likelihood_lower_bound.bound"]
     assert bound.dtype == torch.float32 and bound.item() == pytest.approx(1e-9)  # not 0 as float16
     # the exported weights give exactly the file sizes the validation logged
-    with _weights_from(str(weights)):
+    with weights_from(str(weights)):
         rgb = np.asarray(Image.open(folders / "val" / "v.png"))
         for row in rows:
             data = codec.encode_image(rgb, model="hyperprior-small", quality=float(row["quality"]))
@@ -83,7 +85,7 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
 
     # the Kodak curve enters the manifest only from an evaluation of exactly these weights
     results = tmp_path / "eval.json"
-    with _weights_from(str(weights)):
+    with weights_from(str(weights)):
         assert main(["eval", "images", str(folders / "val"), "--codecs", "neurocodec:hyperprior-small,jpeg",
                      "--qualities", "neurocodec=1,8", "jpeg=50,90", "--anchor", "jpeg", "--workers", "1",
                      "--out", str(results), "--reference", "none"]) == 0
@@ -134,7 +136,7 @@ def test_init_widens_a_narrower_model_to_the_same_function(tmp_path):
     makes the widened copies differ (the zero-sum noise breaks their symmetry)."""
     from safetensors.torch import save_file
 
-    from codec.train import init_from
+    from codec.train.warmstart import init_from
     from models.mlic import MLIC
 
     torch.manual_seed(0)
@@ -168,7 +170,8 @@ def test_init_carries_a_gaussian_model_to_the_gg_family_as_the_same_law(tmp_path
     """--init from shipped Gaussian weights into the GG family: every parameter is taken,
     the heads emit beta = 2 and alpha = sqrt(2) sigma, so reconstruction and rate are the
     Gaussian model's; without a manifest saying the file is Gaussian the heads stay fresh."""
-    from codec.train import init_from, write_weights
+    from codec.train.export import write_weights
+    from codec.train.warmstart import init_from
     from codec.zoo import get_preset
 
     torch.manual_seed(0)
@@ -195,7 +198,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(folders, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
         import os, torch
-        from codec.train import train
+        from codec.train.loop import train
         cfg = {_cfg(folders, steps=3)!r}
         model = train({str(tmp_path / "run")!r}, cfg)
         torch.save(model.state_dict(), {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")

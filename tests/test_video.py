@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from codec import video
+from codec.video import codec as video_codec
+from codec.video.arch import Arch, plan_arch
+from codec.video.resume import ResumeStore
 from codec.container import NcfError, read_container, write_container
 from codec.errors import NeurocodecError
 
 ROOT = Path(__file__).resolve().parent.parent
-CARPHONE = ROOT.parent / "shared" / "data" / "video" / "carphone_176x144.mp4"
-if not CARPHONE.exists():
-    CARPHONE = Path("/work/shared/data/video/carphone_176x144.mp4")
+CARPHONE = ROOT / "tests" / "data" / "carphone_176x144_10f.mp4"  # 10 frames (tests/data/README.md)
 
 KW = dict(epochs=4, group=4, progress=False, quality=5.0)
 
@@ -45,7 +46,7 @@ def clip(tmp_path_factory) -> Path:
 def encoded(clip):
     torch.set_num_threads(1)
     recon = []
-    data = video.encode_video(clip, _recon=recon, **KW)
+    data = video.encode_video(clip, on_group=lambda _, frames: recon.append(frames), **KW)
     return data, np.concatenate(recon)
 
 
@@ -136,18 +137,18 @@ def test_absurd_size_refused_before_allocating(encoded):
 def test_resume_matches_uninterrupted(clip, encoded, tmp_path, monkeypatch):
     data, _ = encoded
     calls = {"n": 0}
-    real = video._fit_group
+    real = video_codec.fit_group
 
-    def dying(gi, *a, **k):
-        if gi == 1:
+    def dying(decoder, encoder, specs, settings, job, *a, **k):
+        if job.index == 1:
             raise KeyboardInterrupt
-        return real(gi, *a, **k)
+        return real(decoder, encoder, specs, settings, job, *a, **k)
 
-    monkeypatch.setattr(video, "_fit_group", dying)
+    monkeypatch.setattr(video_codec, "fit_group", dying)
     with pytest.raises(KeyboardInterrupt):
         video.encode_video(clip, resume_dir=tmp_path / "r", **KW)
     assert (tmp_path / "r" / "group_00000.bin").exists()
-    monkeypatch.setattr(video, "_fit_group", real)
+    monkeypatch.setattr(video_codec, "fit_group", real)
     again = video.encode_video(clip, resume_dir=tmp_path / "r", **KW)
     assert again == data
     with pytest.raises(NeurocodecError, match="other arguments"):
@@ -157,17 +158,17 @@ def test_resume_matches_uninterrupted(clip, encoded, tmp_path, monkeypatch):
 def test_resume_mid_group(clip, encoded, tmp_path, monkeypatch):
     """Killed inside group 0 after 2 epochs: the per-epoch checkpoint continues it."""
     data, _ = encoded
-    real = video._Resume.save_ckpt
+    real = ResumeStore.save_checkpoint
 
     def dying(self, meta, tensors):
         real(self, meta, tensors)
         if meta["group"] == 0 and meta["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(video._Resume, "save_ckpt", dying)
+    monkeypatch.setattr(ResumeStore, "save_checkpoint", dying)
     with pytest.raises(KeyboardInterrupt):
         video.encode_video(clip, resume_dir=tmp_path / "m", **KW)
-    monkeypatch.setattr(video._Resume, "save_ckpt", real)
+    monkeypatch.setattr(ResumeStore, "save_checkpoint", real)
     assert video.encode_video(clip, resume_dir=tmp_path / "m", **KW) == data
 
 
@@ -194,9 +195,7 @@ def test_write_read_frames(tmp_path):
 def test_is_video(tmp_path, clip):
     from PIL import Image
 
-    assert video.is_video(clip)
-    if CARPHONE.exists():
-        assert video.is_video(CARPHONE)
+    assert video.is_video(clip) and video.is_video(CARPHONE)
     Image.fromarray(_synthetic(1)[0]).save(tmp_path / "x.png")
     Image.fromarray(_synthetic(1)[0]).save(tmp_path / "x.jpg")
     assert not video.is_video(tmp_path / "x.png")
@@ -235,20 +234,19 @@ def test_image_file_is_not_a_video_file(encoded):
 
 
 def test_plan_arch_tracks_budget():
-    small = video.plan_arch(176, 144, 60, 0.02, 30)
-    big = video.plan_arch(176, 144, 60, 0.2, 30)
+    small = plan_arch(176, 144, 60, 0.02, 30)
+    big = plan_arch(176, 144, 60, 0.2, 30)
     from models.inr import count_params
 
     assert count_params(big.cfg) > 2 * count_params(small.cfg)
     for w, h in [(176, 144), (320, 180), (1280, 720), (33, 17), (1, 1)]:
-        a = video.plan_arch(w, h, 10, 0.1, 30)
+        a = plan_arch(w, h, 10, 0.1, 30)
         assert a.cfg.out_w >= w and a.cfg.out_h >= h
         assert a.cfg.out_w - w <= 1024 and a.cfg.out_h - h <= 1024
-        assert video.Arch.from_bytes(a.to_bytes()) == a
+        assert Arch.from_bytes(a.to_bytes()) == a
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not CARPHONE.exists(), reason="carphone clip not available")
 def test_carphone_small():
     data = video.encode_video(CARPHONE, frames=8, size=(64, 48), epochs=30, group=8, progress=False, quality=6)
     out = video.decode_video(data)
@@ -260,16 +258,12 @@ def test_carphone_small():
 def test_thread_invariant_at_real_size(tmp_path):
     """oneDNN splits conv reductions by thread count at larger sizes (32x32 does not show
     it, 176x144 did): decoding must still give the same bytes with 1 and 2 threads."""
-    if CARPHONE.exists():
-        p, kw = CARPHONE, dict(frames=8, epochs=3)
-    else:
-        p, kw = tmp_path / "cif.mkv", dict(epochs=3)
-        video.write_frames(_synthetic(8, 144, 176), p, fps=25)
+    p, kw = CARPHONE, dict(frames=8, epochs=3)
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         recon = []
-        data = video.encode_video(p, group=4, bpp=0.3, progress=False, _recon=recon, **kw)
+        data = video.encode_video(p, group=4, bpp=0.3, progress=False, on_group=lambda _, f: recon.append(f), **kw)
         a = video.decode_video(data)
         torch.set_num_threads(1)
         b = video.decode_video(data)

@@ -20,7 +20,7 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
 def _cmd_encode(args) -> int:
-    from codec.video import is_video
+    from codec.video.io import is_video
 
     files.check_output(args.output, args.force, (args.input,))
     if args.input != files.STDIO and is_video(args.input):
@@ -73,7 +73,7 @@ def _encode_video(args) -> int:
     try:
         data = encode_video(args.input, bpp=args.bpp, quality=args.quality, frames=args.frames,
                             size=args.size, epochs=args.epochs, model=args.model, resume_dir=resume_dir,
-                            threads=args.threads, _recon=recon)
+                            threads=args.threads, on_group=lambda _, frames: recon.append(frames))
     except KeyboardInterrupt:
         print(f"neurocodec: interrupted; rerun the same command with --resume to continue "
               f"(state in {resume_dir})", file=sys.stderr)
@@ -270,10 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
     p.set_defaults(func=_cmd_demo)
 
-    from codec import evaluate, train
+    from codec.cli import evaluate, train
 
-    evaluate.register_cli(sub)
-    train.register_cli(sub)
+    evaluate.add_parser(sub)
+    train.add_parser(sub)
     return parser
 
 
@@ -304,6 +304,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"neurocodec: error: {message}", file=sys.stderr)
         return EXIT_ERROR
 
-
-if __name__ == "__main__":
-    sys.exit(main())

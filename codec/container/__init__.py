@@ -15,6 +15,7 @@ from .format import (FORMAT_VERSION, MAGIC, MAX_HEADER_BYTES, MAX_HEADER_PREFIX,
 from .schema import (DEFAULT_LIMITS, MAX_CODER_ENTRIES, MAX_COLOR_BYTES, MAX_EXTRA_ENTRIES,
                      MAX_KEY_BYTES, MAX_MODEL_BYTES, MAX_PADDING, MAX_SECTION_NAME_BYTES,
                      WEIGHTS_HASH_BYTES, Header, Limits, MediaKind, Section, validate_header)
+from .wire import Cursor, encode_svarint, encode_uvarint, zigzag_decode, zigzag_encode
 
 __all__ = [
     "NcfError", "Header", "Section", "Limits", "DEFAULT_LIMITS", "MAGIC", "FORMAT_VERSION",
@@ -22,4 +23,5 @@ __all__ = [
     "get_section", "pack_streams", "unpack_streams", "validate_header", "MAX_HEADER_BYTES", "MAX_HEADER_PREFIX",
     "MAX_MODEL_BYTES", "MAX_COLOR_BYTES", "MAX_KEY_BYTES", "MAX_SECTION_NAME_BYTES",
     "MAX_CODER_ENTRIES", "MAX_EXTRA_ENTRIES", "MAX_PADDING", "WEIGHTS_HASH_BYTES",
+    "Cursor", "encode_uvarint", "encode_svarint", "zigzag_encode", "zigzag_decode",
 ]

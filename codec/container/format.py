@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import zlib
 
-from ._wire import (Cursor, encode_uvarint, pack_f32, pack_u16, pack_u32, zigzag_decode,
+from .wire import (Cursor, encode_uvarint, pack_f32, pack_u16, pack_u32, zigzag_decode,
                     zigzag_encode)
 from .errors import NcfError
 from .schema import (DEFAULT_LIMITS, MAX_CODER_ENTRIES, MAX_COLOR_BYTES, MAX_EXTRA_ENTRIES,

@@ -8,7 +8,7 @@ import operator
 import struct
 from dataclasses import dataclass, field
 
-from ._wire import I64_MAX, I64_MIN, U64_MAX
+from .wire import I64_MAX, I64_MIN, U64_MAX
 from .errors import NcfError
 
 __all__ = [

@@ -35,8 +35,6 @@ __all__ = [
     "dequantize_params",
     "encode",
     "decode",
-    "encode_streams",
-    "decode_streams",
     "encode_table",
     "decode_table",
     "ChainEncoder",
@@ -61,6 +59,9 @@ _KEYS = {
 PRECISION: int = int(_rans.PRECISION)
 #: precision of CompressAI-style tables accepted by the table mode by default
 TABLE_PRECISION = 16
+# The C++ coder can code a list of independent streams on a thread pool; the codec codes one
+# stream at a time (a tile's streams form one chain), so on the calling thread.
+ONE_THREAD = 1
 MAX_K = int(_rans.MAX_K)
 
 _SCALES = _rans.scale_table()
@@ -271,7 +272,7 @@ def _call(fn, *args, **kwargs):
         raise EntropyCodingError(str(e)) from None
 
 
-def _encode_streams(family, symbols_list, codes_list, threads, precision, states=None, edge=True):
+def _encode_streams(family, symbols_list, codes_list, precision, states=None, edge=True):
     """[(bytes, state after coding)] per stream; `states`: carried states (0 or None: none)."""
     _check_family(family)
     if len(symbols_list) != len(codes_list):
@@ -282,7 +283,7 @@ def _encode_streams(family, symbols_list, codes_list, threads, precision, states
         syms.append(_prep_symbols(s, shape).reshape(-1))
         params.append(p)
         Ks.append(K)
-    return _call(_rans.encode_param, _FAMILY_ID[family], syms, params, Ks, int(threads), int(precision),
+    return _call(_rans.encode_param, _FAMILY_ID[family], syms, params, Ks, ONE_THREAD, int(precision),
                  states or [0] * len(syms), bool(edge))
 
 
@@ -294,7 +295,7 @@ def _as_bytes(d) -> bytes:
     return d
 
 
-def _decode_streams(family, data_list, codes_list, threads, precision, states=None, edge=True):
+def _decode_streams(family, data_list, codes_list, precision, states=None, edge=True):
     """[(symbols, state after decoding)] per stream."""
     _check_family(family)
     if len(data_list) != len(codes_list):
@@ -307,34 +308,19 @@ def _decode_streams(family, data_list, codes_list, threads, precision, states=No
         sizes.append(int(np.prod(shape, dtype=np.int64)))
         Ks.append(K)
         shapes.append(shape)
-    outs = _call(_rans.decode_param, _FAMILY_ID[family], datas, params, sizes, Ks, int(threads), int(precision),
+    outs = _call(_rans.decode_param, _FAMILY_ID[family], datas, params, sizes, Ks, ONE_THREAD, int(precision),
                  states or [0] * len(datas), bool(edge))
     return [(o.reshape(shape), state) for (o, state), shape in zip(outs, shapes)]
 
 
 def encode(family: str, symbols: np.ndarray, codes: Dict[str, Any]) -> bytes:
     """Encode int32 ``symbols`` (shape S) with per-symbol parameter codes (shape S, +K for gmm)."""
-    return _encode_streams(family, [symbols], [codes], 1, PRECISION)[0][0]
+    return _encode_streams(family, [symbols], [codes], PRECISION)[0][0]
 
 
 def decode(family: str, data: bytes, codes: Dict[str, Any]) -> np.ndarray:
     """Decode the int32 symbols (shape S) of one stream produced by :func:`encode`."""
-    return _decode_streams(family, [data], [codes], 1, PRECISION)[0][0]
-
-
-def encode_streams(family: str, symbols_list: Sequence[np.ndarray], codes_list: Sequence[Dict[str, Any]],
-                   threads: int = 0) -> List[bytes]:
-    """Encode independent streams in parallel C++ threads (``threads=0``: min(#streams, #cores)).
-
-    Each stream's bytes equal ``encode(family, symbols_list[i], codes_list[i])``.
-    """
-    return [data for data, _ in _encode_streams(family, list(symbols_list), list(codes_list), threads, PRECISION)]
-
-
-def decode_streams(family: str, data_list: Sequence[bytes], codes_list: Sequence[Dict[str, Any]],
-                   threads: int = 0) -> List[np.ndarray]:
-    """Decode independent streams in parallel C++ threads."""
-    return [out for out, _ in _decode_streams(family, list(data_list), list(codes_list), threads, PRECISION)]
+    return _decode_streams(family, [data], [codes], PRECISION)[0][0]
 
 
 def _table_arrays(indexes, cdfs, cdf_lengths, offsets):
@@ -405,7 +391,7 @@ class ChainEncoder:
 
     def add(self, family: str, symbols: np.ndarray, codes: Dict[str, Any]) -> None:
         self._parts.append(lambda state, flush: _encode_streams(
-            family, [symbols], [codes], 1, PRECISION, [state], flush)[0])
+            family, [symbols], [codes], PRECISION, [state], flush)[0])
 
     def add_table(self, symbols, indexes, cdfs, cdf_lengths, offsets, precision: int = TABLE_PRECISION) -> None:
         self._parts.append(lambda state, flush: _encode_table(
@@ -434,7 +420,7 @@ class ChainDecoder:
         self._state = state if self.chained else 0
 
     def decode(self, family: str, data: bytes, codes: Dict[str, Any]) -> np.ndarray:
-        out, state = _decode_streams(family, [data], [codes], 1, PRECISION, [self._state], not self.chained)[0]
+        out, state = _decode_streams(family, [data], [codes], PRECISION, [self._state], not self.chained)[0]
         self._carry(state)
         return out
 

@@ -58,20 +58,17 @@ def _ic_versions() -> dict[str, str]:
 # --------------------------------------------------------------------------- image
 
 
-@dataclass
-class ImageCodec:
-    """An image codec adapter.
-
-    ``encode(img, setting) -> bytes`` and ``decode(bytes) -> HxWx3 uint8``;
-    ``settings(setting)`` gives the full, exact parameter dict for one point.
-    """
+@dataclass(kw_only=True)
+class CodecAdapter:
+    """What image and video adapters share: a name, the setting knob and its default sweep,
+    the exact fixed settings and library versions (recorded with every result)."""
 
     name: str
     description: str
     default_settings: list[float]
     setting_name: str
-    _encode: Callable[[np.ndarray, float], bytes]
-    _decode: Callable[[bytes], np.ndarray]
+    encoder: Callable[..., bytes]
+    decoder: Callable[[bytes], np.ndarray]
     fixed: dict[str, Any] = field(default_factory=dict)
     library: dict[str, str] = field(default_factory=dict)
     higher_is_better: bool = True  # a larger setting gives more bits
@@ -83,17 +80,6 @@ class ImageCodec:
     def settings(self, setting: float) -> dict[str, Any]:
         return {self.setting_name: self.normalize(setting), **self.fixed}
 
-    def encode(self, img: np.ndarray, setting: float) -> bytes:
-        return bytes(self._encode(np.ascontiguousarray(img), self.normalize(setting)))
-
-    def decode(self, data: bytes) -> np.ndarray:
-        out = np.asarray(self._decode(data))
-        if out.ndim == 2:
-            out = np.repeat(out[..., None], 3, axis=2)
-        if out.dtype != np.uint8:
-            raise TypeError(f"{self.name}: decoder returned {out.dtype}, expected uint8")
-        return out[..., :3]
-
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -102,6 +88,22 @@ class ImageCodec:
             "fixed_settings": dict(self.fixed),
             "library": dict(self.library),
         }
+
+
+@dataclass(kw_only=True)
+class ImageCodec(CodecAdapter):
+    """``encode(img, setting) -> bytes`` and ``decode(bytes) -> HxWx3 uint8``."""
+
+    def encode(self, img: np.ndarray, setting: float) -> bytes:
+        return bytes(self.encoder(np.ascontiguousarray(img), self.normalize(setting)))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        out = np.asarray(self.decoder(data))
+        if out.ndim == 2:
+            out = np.repeat(out[..., None], 3, axis=2)
+        if out.dtype != np.uint8:
+            raise TypeError(f"{self.name}: decoder returned {out.dtype}, expected uint8")
+        return out[..., :3]
 
 
 def _require(codec_name: str, attr: str):
@@ -124,8 +126,8 @@ def _jpeg() -> ImageCodec:
         f"{v['imagecodecs']}, 4:2:0, optimized Huffman)",
         default_settings=[5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],
         setting_name="quality",
-        _encode=lambda img, q: ic.jpeg8_encode(img, level=q, subsampling="420", optimize=True),
-        _decode=ic.jpeg8_decode,
+        encoder=lambda img, q: ic.jpeg8_encode(img, level=q, subsampling="420", optimize=True),
+        decoder=ic.jpeg8_decode,
         fixed=fixed,
         library={"imagecodecs": v["imagecodecs"], "libjpeg_turbo": v.get("libjpeg_turbo", "?")},
     )
@@ -141,8 +143,8 @@ def _webp() -> ImageCodec:
         description=f"WebP (libwebp {v.get('libwebp', '?')} via imagecodecs, lossy, method 6)",
         default_settings=[5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],
         setting_name="quality",
-        _encode=lambda img, q: ic.webp_encode(img, level=q, method=6, lossless=False),
-        _decode=ic.webp_decode,
+        encoder=lambda img, q: ic.webp_encode(img, level=q, method=6, lossless=False),
+        decoder=ic.webp_decode,
         fixed={"method": 6, "lossless": False},
         library={"imagecodecs": v["imagecodecs"], "libwebp": v.get("libwebp", "?")},
     )
@@ -159,8 +161,8 @@ def _avif() -> ImageCodec:
         "libavif default AV1 encoder and pixel format)",
         default_settings=[10, 20, 30, 40, 50, 60, 70, 80, 90],
         setting_name="quality",
-        _encode=lambda img, q: ic.avif_encode(img, level=q, speed=6, numthreads=1),
-        _decode=lambda b: ic.avif_decode(b, numthreads=1),
+        encoder=lambda img, q: ic.avif_encode(img, level=q, speed=6, numthreads=1),
+        decoder=lambda b: ic.avif_decode(b, numthreads=1),
         fixed={"speed": 6, "numthreads": 1},
         library={"imagecodecs": v["imagecodecs"], "libavif": v.get("libavif", "?")},
     )
@@ -177,8 +179,8 @@ def _jpegxl() -> ImageCodec:
         "quality mapped to distance by libjxl)",
         default_settings=[5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],
         setting_name="quality",
-        _encode=lambda img, q: ic.jpegxl_encode(img, level=q, effort=7, numthreads=1),
-        _decode=lambda b: ic.jpegxl_decode(b, numthreads=1),
+        encoder=lambda img, q: ic.jpegxl_encode(img, level=q, effort=7, numthreads=1),
+        decoder=lambda b: ic.jpegxl_decode(b, numthreads=1),
         fixed={"effort": 7, "numthreads": 1},
         library={"imagecodecs": v["imagecodecs"], "libjxl": v.get("libjxl", "?")},
     )
@@ -195,8 +197,8 @@ def _jpeg2000() -> ImageCodec:
         "codestream, irreversible 9/7 + MCT, fixed-quality mode: setting = target PSNR in dB)",
         default_settings=[22, 25, 28, 31, 34, 37, 40, 43, 46],
         setting_name="target_psnr_db",
-        _encode=lambda img, q: ic.jpeg2k_encode(img, level=q, codecformat="J2K", mct=True),
-        _decode=ic.jpeg2k_decode,
+        encoder=lambda img, q: ic.jpeg2k_encode(img, level=q, codecformat="J2K", mct=True),
+        decoder=ic.jpeg2k_decode,
         fixed={"codecformat": "J2K", "mct": True, "reversible": False},
         library={"imagecodecs": v["imagecodecs"], "openjpeg": v.get("openjpeg", "?")},
     )
@@ -258,8 +260,8 @@ def _neurocodec(model: str) -> ImageCodec:
         f"{qmin:g}..{qmax:g}, real .ncf files",
         default_settings=defaults,
         setting_name="quality",
-        _encode=lambda img, q: codec.encode_image(img, model=model, quality=float(q)),
-        _decode=codec.decode_image,
+        encoder=lambda img, q: codec.encode_image(img, model=model, quality=float(q)),
+        decoder=codec.decode_image,
         fixed=fixed,
         library={"neurocodec": str(version), "coder": str(CODER_VERSION), "torch": torch_v},
         integer=False,
@@ -276,15 +278,20 @@ IMAGE_CODECS: dict[str, Callable[[], ImageCodec]] = {
 _ALIASES = {"jxl": "jpegxl", "j2k": "jpeg2000", "jp2": "jpeg2000", "jpeg2k": "jpeg2000"}
 
 
-@functools.lru_cache(maxsize=None)
 def image_codec(name: str) -> ImageCodec:
-    """Build (and cache per process) the adapter for one codec name."""
+    """The adapter for one codec name. neurocodec adapters are built anew every time (cheap):
+    they record the sha256 of the weights installed now (`codec.zoo.weights_from` may switch)."""
     key = _ALIASES.get(name.lower(), name.lower())
     if key.startswith("neurocodec:"):
         return _neurocodec(name.split(":", 1)[1])
+    return _classical_image_codec(key)
+
+
+@functools.lru_cache(maxsize=None)
+def _classical_image_codec(key: str) -> ImageCodec:
     if key not in IMAGE_CODECS:
         raise CodecUnavailable(
-            f"unknown image codec {name!r}; known: {', '.join(IMAGE_CODECS)}, neurocodec, "
+            f"unknown image codec {key!r}; known: {', '.join(IMAGE_CODECS)}, neurocodec, "
             "neurocodec:MODEL"
         )
     return IMAGE_CODECS[key]()
@@ -332,42 +339,17 @@ def _av():
     return av
 
 
-@dataclass
-class VideoCodec:
-    """A video codec adapter: RGB frames -> bytes -> RGB frames."""
+@dataclass(kw_only=True)
+class VideoCodec(CodecAdapter):
+    """``encode(frames, setting, fps=...) -> bytes`` and ``decode(bytes) -> NxHxWx3 uint8``."""
 
-    name: str
-    description: str
-    default_settings: list[float]
-    setting_name: str
-    fixed: dict[str, Any]
-    library: dict[str, str]
-    _encode: Callable[..., bytes]
-    _decode: Callable[[bytes], np.ndarray]
     higher_is_better: bool = False  # crf: larger = fewer bits
-    integer: bool = True
 
-    def normalize(self, setting: float) -> float | int:
-        return int(round(setting)) if self.integer else float(setting)
-
-    def settings(self, setting: float) -> dict[str, Any]:
-        return {self.setting_name: self.normalize(setting), **self.fixed}
-
-    def encode(self, frames: np.ndarray, setting: float, *, fps: float = 25.0,
-               source: dict | None = None) -> bytes:
-        return bytes(self._encode(frames, self.normalize(setting), fps=fps, source=source or {}))
+    def encode(self, frames: np.ndarray, setting: float, *, fps: float = 25.0) -> bytes:
+        return bytes(self.encoder(frames, self.normalize(setting), fps=fps))
 
     def decode(self, data: bytes) -> np.ndarray:
-        return np.asarray(self._decode(data))
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "setting_name": self.setting_name,
-            "fixed_settings": dict(self.fixed),
-            "library": dict(self.library),
-        }
+        return np.asarray(self.decoder(data))
 
 
 # PyAV encoder name, raw stream format for the bytes, preset, default CRF sweep
@@ -380,7 +362,7 @@ PRESET_CODECS = tuple(_PYAV)  # the video codecs that take an encoder preset
 
 
 def _pyav_encode(frames: np.ndarray, crf: int, *, encoder: str, fmt: str, preset: str,
-                 threads: int, fps: float, source: dict) -> bytes:
+                 threads: int, fps: float) -> bytes:
     av = _av()
     from fractions import Fraction
 
@@ -441,31 +423,22 @@ def _pyav_codec(name: str, threads: int = 1, preset: str | None = None) -> Video
         setting_name="crf",
         fixed=fixed,
         library=libs,
-        _encode=functools.partial(_pyav_encode, encoder=encoder, fmt=fmt, preset=preset,
+        encoder=functools.partial(_pyav_encode, encoder=encoder, fmt=fmt, preset=preset,
                                   threads=threads),
-        _decode=functools.partial(_pyav_decode, fmt=fmt),
+        decoder=functools.partial(_pyav_decode, fmt=fmt),
     )
 
 
 def _neurocodec_video(model: str | None, epochs: int | None = None) -> VideoCodec:
     from codec.video import decode_video, encode_video
 
-    def enc(frames, quality, *, fps, source):
-        # Give the codec exactly the frames the other codecs get (decoded, resized): write
-        # them as lossless PNGs into a temporary directory, which encode_video accepts.
-        import tempfile
-
-        from PIL import Image
-
-        kwargs: dict[str, Any] = {"quality": float(quality), "progress": False}
+    def enc(frames, quality, *, fps):
+        kwargs: dict[str, Any] = {"quality": float(quality), "progress": False, "fps": fps}
         if model:
             kwargs["model"] = model
         if epochs is not None:
             kwargs["epochs"] = int(epochs)
-        with tempfile.TemporaryDirectory(prefix="neurocodec-eval-") as tmp:
-            for i, fr in enumerate(frames):
-                Image.fromarray(fr).save(f"{tmp}/frame_{i:06d}.png", compress_level=1)
-            return encode_video(tmp, **kwargs)
+        return encode_video(frames, **kwargs)
 
     def dec(data):
         return np.stack([np.asarray(f) for f in decode_video(data)])
@@ -485,8 +458,8 @@ def _neurocodec_video(model: str | None, epochs: int | None = None) -> VideoCode
         setting_name="quality",
         fixed=fixed,
         library={"neurocodec": str(version)},
-        _encode=enc,
-        _decode=dec,
+        encoder=enc,
+        decoder=dec,
         higher_is_better=True,
         integer=False,
     )

@@ -2,7 +2,7 @@
 
 A rate-distortion curve compares codecs over many points; a person looking at one image
 wants "what would JPEG give at the size of this file". :func:`encode_classical` answers
-that by bisecting the codec's integer quality knob (``codec.eval_codecs`` adapters).
+that by bisecting the codec's integer quality knob (``codec.eval.codecs`` adapters).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def encode_classical(pixels: np.ndarray, codec: str, max_bytes: int, fps: float 
     setting giving the largest file not above ``max_bytes``; when even the smallest setting is
     larger, that smallest file (``fits`` False). Returns codec, setting_name, setting, data,
     decoded and fits. Assumes file size is monotonic in the knob (true up to a few bytes)."""
-    from codec.eval_codecs import CodecUnavailable, image_codec, video_codec
+    from codec.eval.codecs import CodecUnavailable, image_codec, video_codec
 
     name = codec.lower()
     if name not in SEARCH_RANGE:

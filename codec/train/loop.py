@@ -4,29 +4,26 @@ Why its own loop: training happens on a 2-core CPU across sessions, so what matt
 resume (model, optimizers, step, RNG, and data that depends only on the step), checkpoints
 on a timer and on SIGTERM, validation with real files, and the same code scaling to GPUs
 with `torchrun` (DistributedDataParallel, NCCL on GPUs, gloo on CPUs). Checkpoints are
-pickled torch files in the run folder, never shipped; `export` writes the safetensors file
-that ships. torch is imported inside the functions so `neurocodec --help` stays fast.
+pickled torch files in the run folder, never shipped; `codec.train.export` writes the
+safetensors file that ships. torch is imported inside the functions so `neurocodec --help` stays fast.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import copy
 import csv
-import hashlib
 import json
 import math
 import os
-import random
 import signal
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+from codec.train.data import IMAGE_SUFFIXES, RandomPatches
+from codec.train.export import write_weights
+from codec.train.warmstart import init_from
 
 
 def native_bf16() -> bool:
@@ -66,44 +63,6 @@ SETTINGS: dict[str, tuple] = {
     "log_every": (50, "steps per row of log.csv"),
 }
 DEFAULTS = {k: v[0] for k, v in SETTINGS.items()}
-
-
-class RandomPatches:
-    """Random patches whose content depends only on (seed, step, index), so a resumed run
-    sees exactly the data an uninterrupted one would have seen.
-
-    JPEGs are downscaled by 2x or more so their compression artefacts vanish; lossless
-    images by 1x to 2x. Only the cropped region is resized, so big photos stay cheap.
-    """
-
-    def __init__(self, folder: str | Path, crop: int, seed: int):
-        self.paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.paths:
-            raise ValueError(f"no training images (png/jpg/webp) under {folder}")
-        self.crop, self.seed = crop, seed
-        self.images = []
-        for p in self.paths:
-            with Image.open(p) as im:
-                self.images.append(im.convert("RGB"))
-
-    def patch(self, step: int, index: int) -> np.ndarray:
-        rng = random.Random(f"{self.seed}/{step}/{index}")
-        while True:
-            i = rng.randrange(len(self.images))
-            im, path = self.images[i], self.paths[i]
-            lo, hi = (2.0, 4.0) if path.suffix.lower() in {".jpg", ".jpeg"} else (1.0, 2.0)
-            hi = min(hi, min(im.size) / self.crop)
-            if hi >= lo:
-                break
-        side = int(round(self.crop * rng.uniform(lo, hi)))
-        x0, y0 = rng.randrange(im.width - side + 1), rng.randrange(im.height - side + 1)
-        patch = im.resize((self.crop, self.crop), Image.Resampling.LANCZOS, box=(x0, y0, x0 + side, y0 + side))
-        if rng.random() < 0.5:
-            patch = patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return np.asarray(patch, dtype=np.float32).transpose(2, 0, 1) / 255.0
-
-    def batch(self, step: int, size: int, rank: int = 0) -> np.ndarray:
-        return np.stack([self.patch(step, rank * size + i) for i in range(size)])
 
 
 def lr_at(step: int, cfg: dict) -> float:
@@ -268,87 +227,6 @@ def train(run_dir: str | Path, cfg: dict, resume: bool = False, checkpoint_every
     return model
 
 
-def init_from(model, path: str | Path, noise: float = 0.25) -> list[str]:
-    """Warm-start `model` from a safetensors file (e.g. across a wider latent or wider
-    transforms); returns the names of the parameters taken from it.
-
-    A parameter with the same name and shape is copied. One whose every dimension is a
-    whole multiple of the file's (a layer widened k times) is widened Net2Net-style so that
-    the model computes the same function: output channels are repeated k times, and each
-    input channel's weights are split into k parts that sum to the original, W/k plus
-    zero-sum noise (`noise` times the weights' std / k). The noise changes nothing while the
-    copies are equal, and makes their gradients differ so that they do not stay copies.
-    From a Gaussian model (the manifest beside the file says so) to one of another family,
-    the parameter heads' last layers are rewritten to emit the same law where the family can
-    (`model.from_gaussian`: GG with beta = 2), so the new family starts where the Gaussian
-    training left off. Everything else keeps its fresh initialization. Buffers are not copied: shipped float16
-    files hold the 1e-9 likelihood bounds as 0."""
-    import torch
-    from safetensors.torch import load_file
-
-    own = dict(model.named_parameters())
-    modules = dict(model.named_modules())
-    from_gaussian = getattr(model, "from_gaussian", None) if _likelihood_of(path) == "gaussian" else None
-    taken = {}
-    for name, v in load_file(str(path)).items():
-        if name not in own or own[name].dim() != v.dim():
-            continue
-        target = own[name].shape
-        v = v.to(own[name].dtype)
-        if target == v.shape:
-            taken[name] = v
-        elif from_gaussian and (carried := from_gaussian(name, v)) is not None and carried.shape == target:
-            taken[name] = carried
-        elif all(t % s == 0 for t, s in zip(target, v.shape)):
-            module = modules.get(name.rpartition(".")[0])
-            in_dim = _input_dim(module) if name.endswith(".weight") else None
-            taken[name] = _widen(v, target, in_dim, noise)
-    if not taken:
-        raise ValueError(f"no tensor of {path} fits model {type(model).__name__}")
-    with torch.no_grad():
-        for k, v in taken.items():
-            own[k].copy_(v)
-    return sorted(taken)
-
-
-def _likelihood_of(path: str | Path) -> str | None:
-    """The likelihood family of a weights file, from the manifest.json beside it (None if it
-    does not say)."""
-    manifest = Path(path).parent / "manifest.json"
-    if not manifest.exists():
-        return None
-    for entry in json.loads(manifest.read_text()).values():
-        if entry.get("file") == Path(path).name:
-            return entry.get("config", {}).get("likelihood")
-    return None
-
-
-def _input_dim(module) -> int | None:
-    """The dimension of a layer's weight that runs over its input channels."""
-    import torch.nn as nn
-
-    if isinstance(module, nn.ConvTranspose2d):
-        return 0
-    if isinstance(module, (nn.Conv2d, nn.Linear)):
-        return 1
-    return None
-
-
-def _widen(w, target, in_dim: int | None, noise: float):
-    """`w` grown to `target`: split along the input dimension, repeated along the others."""
-    import torch
-
-    if in_dim is not None and target[in_dim] != w.shape[in_dim]:
-        k = target[in_dim] // w.shape[in_dim]
-        jitter = torch.randn((k,) + tuple(w.shape), dtype=w.dtype) * (noise * float(w.std()) / k)
-        parts = w / k + (jitter - jitter.mean(0))
-        w = torch.cat(list(parts), in_dim)
-    for dim, size in enumerate(target):
-        if size != w.shape[dim]:
-            w = torch.cat([w] * (size // w.shape[dim]), dim)
-    return w
-
-
 class _Log:
     """Append-only CSV with a header on creation, flushed per row (and TensorBoard if installed)."""
 
@@ -391,11 +269,12 @@ class Validator:
 
     def run(self, model, step: int, elapsed: float) -> str:
         import codec
-        from codec.evaluate import psnr
+        from codec.eval.metrics import psnr
         from codec.image import load_rgb
+        from codec.zoo import weights_from
 
         rows = []
-        with tempfile.TemporaryDirectory() as tmp, _weights_from(tmp):
+        with tempfile.TemporaryDirectory() as tmp, weights_from(tmp):
             write_weights(model, self.preset, Path(tmp) / f"{self.preset}.safetensors", "float16")
             for q in self.qualities:
                 bpp, quality = [], []
@@ -408,212 +287,3 @@ class Validator:
                 self.log.write([step, f"{elapsed / 3600:.4f}", q, f"{rows[-1]['bpp']:.4f}",
                                 f"{rows[-1]['psnr']:.3f}", len(self.paths)])
         return f"val @ {step}: " + ", ".join(f"q{r['quality']:g} {r['bpp']:.3f} bpp {r['psnr']:.2f} dB" for r in rows)
-
-
-@contextlib.contextmanager
-def _weights_from(folder: str):
-    """Point the model zoo at `folder` for a while (and forget the models and the eval
-    adapters, which record the weights' sha256, that were built before or meanwhile)."""
-    from codec.eval_codecs import image_codec
-    from codec.zoo import load_model
-
-    before = os.environ.get("NEUROCODEC_WEIGHTS")
-    os.environ["NEUROCODEC_WEIGHTS"] = folder
-    load_model.cache_clear()
-    image_codec.cache_clear()
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("NEUROCODEC_WEIGHTS", None)
-        else:
-            os.environ["NEUROCODEC_WEIGHTS"] = before
-        load_model.cache_clear()
-        image_codec.cache_clear()
-
-
-def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", extra: dict | None = None,
-                  kodak_results: str | Path | None = None) -> dict:
-    """Write a model's weights as safetensors plus its manifest.json entry beside it.
-
-    The entropy bottleneck's quantized CDF tables are computed here, once, and shipped in
-    the file, so encoder and decoder read identical tables instead of recomputing them.
-    Float tensors are stored as `dtype` (but for the likelihood bounds); the codec computes
-    in float32 from what is stored. `kodak_results`: an `eval images` JSON that measured
-    exactly these weights; its curve goes into the entry (see `kodak_entry`).
-    """
-    import torch
-    from safetensors.torch import save
-
-    from codec import files
-    from codec.zoo import get_preset
-
-    preset = get_preset(preset_name)
-    if path.name != preset.weights_file:
-        raise ValueError(f"the weights of {preset_name!r} must be named {preset.weights_file}, not {path.name}")
-    model = copy.deepcopy(model).cpu().eval()
-    model.entropy_bottleneck.update(force=True)
-    cast = getattr(torch, dtype)
-    # the likelihood bounds (1e-9) stay float32: float16 would store them as 0
-    tensors = {k: (v.to(cast) if v.is_floating_point() and not k.endswith(".bound") else v).detach().contiguous()
-               for k, v in model.state_dict().items()}
-    data = save(tensors)
-    entry = {"preset": preset_name, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "dtype": dtype,
-             "config": preset.config, "lambdas": list(model.lambdas), **(extra or {})}
-    if kodak_results is not None:  # checked before anything is written
-        entry["kodak"] = kodak_entry(kodak_results, preset_name, entry["sha256"])
-    files.write_atomic(str(path), data)
-    manifest_path = path.parent / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[preset_name] = entry
-    _write_manifest(manifest_path, manifest)
-    return entry
-
-
-def _write_manifest(path: Path, manifest: dict) -> None:
-    from codec import files
-
-    files.write_atomic(str(path), (json.dumps(manifest, indent=1) + "\n").encode())
-
-
-def kodak_entry(results_path: str | Path, preset_name: str, sha256: str) -> dict:
-    """The measured curve of `neurocodec:<preset_name>` in an `eval images` JSON, for the
-    manifest. Refused unless every point was measured with the weights of `sha256`, so a
-    manifest never quotes results of other weights."""
-    results = json.loads(Path(results_path).read_text())
-    name = f"neurocodec:{preset_name}"
-    found = [c for c in results.get("codecs", []) if c.get("name") == name]
-    if not found:
-        raise ValueError(f"{results_path} has no results of {name}")
-    measured = found[0]
-    others = {s.get("weights_sha256") for s in measured["settings"]} - {sha256}
-    if others:
-        raise ValueError(f"{results_path} measured {name} with other weights (sha256 "
-                         f"{', '.join(sorted(str(o)[:16] for o in others))}...); rerun the evaluation")
-    r = measured["results"]
-    entry = {"command": results.get("command"), "images": len(results.get("images", [])),
-             "quality": [s["quality"] for s in measured["settings"]],
-             "bpp": [round(v, 4) for v in r["bpp"]], "psnr_rgb": [round(v, 3) for v in r["psnr-rgb"]],
-             "ms_ssim": [round(v, 5) for v in r["ms-ssim"]]}
-    bd = results.get("bd") or {}
-    row = [x for x in bd.get("rows", []) if x["codec"] == name]
-    if row:  # null: the curves do not overlap
-        value = row[0]["bd_rate_psnr_pct"]
-        entry[f"bd_rate_vs_{bd['anchor']}_pct"] = None if value is None else round(value, 2)
-    return entry
-
-
-def record_kodak(results_path: str | Path, weights_dir: str | Path) -> list[str]:
-    """Refresh the `kodak` entry of every model in `weights_dir`'s manifest that the `eval
-    images` JSON measured, for when the codec changed and the weights did not (a new coder
-    version moves every curve). Each entry is checked against the model's sha256 before
-    anything is written (`kodak_entry`). Returns the models updated."""
-    manifest_path = Path(weights_dir) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    measured = {c.get("name") for c in json.loads(Path(results_path).read_text()).get("codecs", [])}
-    entries = {name: kodak_entry(results_path, name, entry["sha256"])
-               for name, entry in manifest.items() if f"neurocodec:{name}" in measured}
-    if not entries:
-        raise ValueError(f"{results_path} measured none of the models in {manifest_path}")
-    for name, kodak in entries.items():
-        manifest[name]["kodak"] = kodak
-    _write_manifest(manifest_path, manifest)
-    return sorted(entries)
-
-
-def export_weights(run_dir: str | Path, output: str | Path, dtype: str = "float16",
-                   kodak_results: str | Path | None = None) -> dict:
-    """Export a run's checkpoint to `output` (named `<preset>.safetensors`) and its manifest entry:
-    config, sha256, steps, wall-clock, data, settings, the last validation results and,
-    given `kodak_results`, the Kodak curve measured with these weights."""
-    import torch
-
-    from codec.zoo import get_preset
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "checkpoint.pt").exists():
-        raise FileNotFoundError(f"no checkpoint.pt in {run_dir}")
-    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    cfg = state["config"]
-    model = get_preset(cfg["model"]).build()
-    model.load_state_dict(state["model"])
-    training = {"steps": state["step"], "hours": round(state["elapsed"] / 3600, 3),
-                "data": str(cfg["data"]), "settings": cfg}
-    val_path = run_dir / "val.csv"
-    rows = list(csv.DictReader(open(val_path))) if val_path.exists() else []
-    if rows:
-        last = [r for r in rows if int(r["step"]) == max(int(r["step"]) for r in rows)]
-        training["validation"] = {"step": int(last[0]["step"]), "images": int(last[0]["images"]),
-                                  "quality": [float(r["quality"]) for r in last],
-                                  "bpp": [float(r["bpp"]) for r in last],
-                                  "psnr": [float(r["psnr"]) for r in last]}
-    return write_weights(model, cfg["model"], Path(output), dtype, {"training": training}, kodak_results)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def register_cli(subparsers) -> argparse.ArgumentParser:
-    """Add `train` (start or --resume a run) and `train export` to the CLI."""
-    p = subparsers.add_parser(
-        "train", help="train an image model (resumable), or export a run's weights",
-        description="Train a variable-rate image model on a folder of photos. Checkpoints go to "
-                    "RUN/checkpoint.pt every few minutes and on SIGTERM/Ctrl-C; --resume continues "
-                    "exactly. Multi-process: torchrun --nproc_per_node N -m codec.cli train ...",
-        epilog="Example:\n  neurocodec train --run runs/tiny --data ../shared/data/train "
-               "--val ../shared/data/kodak\n  neurocodec train export runs/tiny -o weights/mlic-tiny-gaussian.safetensors",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", help="run folder (checkpoint, config.json, log.csv, val.csv)")
-    p.add_argument("--config", help="JSON file of settings (flags given explicitly override it)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run exactly")
-    p.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
-    p.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between checkpoints (default 5)")
-    g = p.add_argument_group("settings (saved with the run)")
-    for key, (default, text) in SETTINGS.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(default, bool):
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{text} (default {default})")
-        elif isinstance(default, list):
-            g.add_argument(flag, type=float, nargs="+", default=None, help=f"{text} (default {default})")
-        else:
-            kind = type(default) if default is not None else str
-            g.add_argument(flag, type=kind, default=None, help=f"{text} (default {default})")
-    sub = p.add_subparsers(dest="train_command", metavar="{export,record-kodak}")
-    e = sub.add_parser("export", help="write a run's weights as safetensors with their manifest entry")
-    e.add_argument("run_dir", help="run folder holding checkpoint.pt")
-    e.add_argument("-o", "--output", required=True, help="WEIGHTS_DIR/<preset>.safetensors (manifest.json goes beside it)")
-    e.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored float type (default float16)")
-    e.add_argument("--kodak", metavar="RESULTS_JSON",
-                   help="an `eval images` JSON measured with these weights (export, evaluate, export again "
-                        "with --kodak: the file is the same): its curve and BD-rate go into the manifest")
-    r = sub.add_parser("record-kodak", help="put the Kodak curves of an evaluation of the shipped weights "
-                                            "into their manifest entries (after a codec change)")
-    r.add_argument("results", metavar="RESULTS_JSON", help="an `eval images` JSON")
-    r.add_argument("-w", "--weights", default="weights", help="weights folder holding manifest.json (default weights)")
-    p.set_defaults(func=_cmd_train)
-    return p
-
-
-def _cmd_train(args) -> int:
-    if args.train_command == "record-kodak":
-        print(f"updated the Kodak entries of {', '.join(record_kodak(args.results, args.weights))}")
-        return 0
-    if args.train_command == "export":
-        entry = export_weights(args.run_dir, args.output, args.dtype, args.kodak)
-        print(f"wrote {args.output} ({entry['training']['steps']} steps, sha256 {entry['sha256'][:16]}...)")
-        return 0
-    if not args.run:
-        raise ValueError("give --run FOLDER (or `train export RUN -o FILE`)")
-    cfg = {}
-    saved = Path(args.run) / "config.json"
-    if args.resume and saved.exists():
-        cfg.update(json.loads(saved.read_text()))
-    if args.config:
-        cfg.update(json.loads(Path(args.config).read_text()))
-    cfg.update({k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None})
-    unknown = set(cfg) - set(SETTINGS)
-    if unknown:
-        raise ValueError(f"unknown settings {sorted(unknown)}; known: {', '.join(SETTINGS)}")
-    train(args.run, cfg, resume=args.resume, checkpoint_every_s=args.checkpoint_minutes * 60,
-          max_minutes=args.max_minutes)
-    return 0

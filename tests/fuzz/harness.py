@@ -20,7 +20,7 @@ import numpy as np
 
 from codec.container import Limits, MediaKind, NcfError, pack_streams, read_container, read_header, unpack_streams
 from codec.container.format import encode_header_body, encode_section, frame_header
-from codec.container._wire import encode_uvarint
+from codec.container.wire import encode_uvarint
 from codec.errors import NeurocodecError
 from codec.image import decode_image
 from codec.video import decode_video

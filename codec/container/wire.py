@@ -1,4 +1,5 @@
-"""Low-level wire helpers: LEB128 varints, zigzag, and a bounds-checked cursor.
+"""Wire helpers: LEB128 varints, zigzag, and a bounds-checked cursor (the container's, and the
+video sections' too).
 
 Every read checks the remaining byte count *before* slicing, and raises
 :class:`NcfError` with the offset and the name of the field being read.
@@ -42,6 +43,11 @@ def zigzag_encode(value: int) -> int:
 
 def zigzag_decode(value: int) -> int:
     return (value >> 1) ^ -(value & 1)
+
+
+def encode_svarint(value: int) -> bytes:
+    """A signed value as the LEB128 varint of its zigzag code."""
+    return encode_uvarint(zigzag_encode(value))
 
 
 def pack_u16(v: int) -> bytes:

@@ -1,0 +1,177 @@
+"""Fitting one group of frames: the INR decoder and the frame encoder trained together
+(quantization-aware after a warm-up), then quantized on a fixed per-channel step grid.
+
+Group 0 trains from scratch; every later group starts from the previous group's decoded
+weights, with a smaller learning rate, and is coded as integer deltas against them. The
+weight step codes are fixed for the clip when QAT starts (or at the end, when too few epochs
+reach it), so that deltas stay integers. Each epoch is checkpointed in the resume store.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from codec.video.bitstream import GroupData, dequantize, split_codes
+from codec.video.resume import ResumeStore, load_optimizer, optimizer_tensors
+from models.inr import EmbeddingEncoder, HNeRVDecoder, channel_steps, code_from_step, fake_quant, step_from_code
+
+EMB_BITS = 6      # bit depth of the embeddings
+LATER_LR = 0.3    # learning-rate factor of warm-started groups (smaller deltas)
+GRAD_CLIP = 0.5   # gradient-norm clipping (0: off)
+WARMUP = 100      # warm-up steps of group 0
+ENCODE_BATCH = 8  # frames per frame-encoder pass when computing all of a group's embeddings
+
+
+@dataclass
+class FitSettings:
+    """The clip-wide settings of the fit (recorded in the resume fingerprint)."""
+    bits: int    # weight bit depth
+    seed: int
+    lr: float    # peak learning rate of group 0
+    batch: int   # frames per step
+
+
+@dataclass
+class GroupJob:
+    """One group to fit."""
+    index: int                          # group index (0: trained from scratch)
+    frames: torch.Tensor                # (n, 3, H', W') in [0, 1], padded to the network's output
+    height: int                         # the frames' own size: the loss ignores the padding
+    width: int
+    epochs: int
+    step_codes: np.ndarray | None       # weight step codes of the clip (None: not chosen yet)
+    previous_ints: list | None          # the previous group's integer weights (None for group 0)
+
+
+def load_weights(net: HNeRVDecoder, specs, tensors: list[torch.Tensor]) -> None:
+    """Load the decoder's tensors, in file order (`specs`)."""
+    net.load_state_dict({name: t.reshape(shape) for (name, shape, _), t in zip(specs, tensors)}, strict=True)
+
+
+def _weight_step_codes(params: dict, names: list[str], bits: int) -> np.ndarray:
+    return np.concatenate([code_from_step(channel_steps(params[name], bits, per_channel=True)).numpy().ravel()
+                           for name in names])
+
+
+def _embed(encoder: EmbeddingEncoder, frames: torch.Tensor) -> torch.Tensor:
+    return torch.cat([encoder(frames[i:i + ENCODE_BATCH]) for i in range(0, frames.shape[0], ENCODE_BATCH)])
+
+
+def _model_tensors(decoder: HNeRVDecoder, encoder: EmbeddingEncoder) -> dict:
+    tensors = {f"dec.{k}": v for k, v in decoder.state_dict().items()}
+    tensors.update({f"enc.{k}": v for k, v in encoder.state_dict().items()})
+    return tensors
+
+
+def load_model_tensors(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, tensors: dict) -> None:
+    """The inverse of the "dec."/"enc." part of a resume store's tensors."""
+    decoder.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dec.")})
+    encoder.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("enc.")})
+
+
+def finished_group_tensors(decoder, encoder, step_codes: np.ndarray, ints: list, groups_done: int) -> dict:
+    """What the resume store keeps after a finished group (`ResumeStore.save_group`)."""
+    tensors = _model_tensors(decoder, encoder)
+    tensors["wcodes"] = torch.from_numpy(np.asarray(step_codes, dtype=np.int64))
+    tensors["done"] = torch.tensor(groups_done)
+    tensors.update({f"ints.{i}": torch.from_numpy(q.astype(np.int64)) for i, q in enumerate(ints)})
+    return tensors
+
+
+def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings: FitSettings, job: GroupJob,
+              resume: ResumeStore, bar=None) -> tuple[np.ndarray, list[np.ndarray], GroupData]:
+    """Train decoder and encoder on one group (QAT), quantize, and snap the decoder to its
+    decoded weights. Returns (the clip's step codes, the integer weights, the group's data)."""
+    names = [n for n, _, _ in specs]
+    params = dict(decoder.named_parameters())
+    opt = torch.optim.Adam(list(decoder.parameters()) + list(encoder.parameters()), lr=settings.lr)
+    gi, xp, n_epochs, step_codes = job.index, job.frames, job.epochs, job.step_codes
+    n = xp.shape[0]
+    warm = n_epochs // 2 if (gi == 0 and step_codes is None) else 0
+    start = 0
+    checkpoint = resume.load_checkpoint(gi)
+    if checkpoint is not None:
+        meta, tensors = checkpoint
+        load_model_tensors(decoder, encoder, tensors)
+        load_optimizer(opt, tensors)
+        start = meta["epoch"]
+        if "wcodes" in tensors:
+            step_codes = tensors["wcodes"].numpy().astype(np.int64)
+        if bar:
+            bar.update(start)
+    batches = -(-n // settings.batch)
+    total_steps = n_epochs * batches
+    sched_step = start * batches
+    steps = None
+    levels = 2 ** (settings.bits - 1) - 1
+    emb_levels = 2 ** (EMB_BITS - 1) - 1
+    for epoch in range(start, n_epochs):
+        if epoch >= warm and step_codes is None:
+            step_codes = _weight_step_codes(params, names, settings.bits)
+        if step_codes is not None and steps is None:
+            steps = {name: step_from_code(torch.from_numpy(c)).reshape(s)
+                     for (name, _, s), c in zip(specs, split_codes(step_codes, specs))}
+        emb_step = None
+        if steps is not None:  # embedding steps of this epoch: from every frame of the group
+            with torch.no_grad():
+                emb_step = step_from_code(code_from_step(channel_steps(_embed(encoder, xp).transpose(0, 1), EMB_BITS)))
+                emb_step = emb_step.reshape(1, -1, 1, 1)
+        gen = torch.Generator().manual_seed((settings.seed * 1_000_003 + gi) * 100_003 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        loss_sum, count = 0.0, 0
+        for i in range(0, n, settings.batch):
+            idx = perm[i:i + settings.batch]
+            base = settings.lr if gi == 0 else settings.lr * LATER_LR
+            lr = base * 0.5 * (1 + math.cos(math.pi * sched_step / max(total_steps, 1)))
+            lr = lr * min(1.0, (sched_step + 1) / max(1, min(WARMUP, total_steps // 20))) if gi == 0 else lr
+            for pg in opt.param_groups:
+                pg["lr"] = lr
+            sched_step += 1
+            xb = xp[idx]
+            e = encoder(xb)
+            if steps is not None:
+                e = fake_quant(e, emb_step, emb_levels)
+                quantized = {name: fake_quant(params[name], steps[name], levels) for name in names}
+                y = torch.func.functional_call(decoder, quantized, (e,))
+            else:
+                y = decoder(e)
+            loss = F.mse_loss(y[:, :, :job.height, :job.width], xb[:, :, :job.height, :job.width])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if GRAD_CLIP:
+                torch.nn.utils.clip_grad_norm_(list(decoder.parameters()) + list(encoder.parameters()), GRAD_CLIP)
+            opt.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            count += len(idx)
+        if bar:
+            bar.set_postfix(group=f"{gi}", psnr=f"{-10 * math.log10(max(loss_sum / count, 1e-10)):.2f}")
+            bar.update(1)
+        tensors = _model_tensors(decoder, encoder)
+        tensors.update(optimizer_tensors(opt))
+        if step_codes is not None:
+            tensors["wcodes"] = torch.from_numpy(np.asarray(step_codes, dtype=np.int64))
+        resume.save_checkpoint({"group": gi, "epoch": epoch + 1}, tensors)
+    if step_codes is None:  # epochs too few to reach QAT
+        step_codes = _weight_step_codes(params, names, settings.bits)
+    # ---- quantize weights on the fixed step grid; snap the network to the decoded weights
+    codes = split_codes(step_codes, specs)
+    ints = []
+    with torch.no_grad():
+        for (name, shape, s), c in zip(specs, codes):
+            step = step_from_code(torch.from_numpy(c)).reshape(s)
+            q = torch.round(params[name].detach() / step).to(torch.int64).numpy()
+            ints.append(np.clip(q, -levels, levels))
+        load_weights(decoder, specs, [dequantize(q, c, s) for q, c, (_, _, s) in zip(ints, codes, specs)])
+        encoder.eval()
+        e = _embed(encoder, xp)
+        encoder.train()
+        emb_codes = code_from_step(channel_steps(e.transpose(0, 1), EMB_BITS)).numpy().ravel()
+        emb_step = step_from_code(torch.from_numpy(emb_codes)).reshape(1, -1, 1, 1)
+        emb_ints = torch.round(e / emb_step).clamp(-emb_levels, emb_levels).to(torch.int64).numpy()
+    weights = ints if job.previous_ints is None else [a - b for a, b in zip(ints, job.previous_ints)]
+    group = GroupData(n, [w.astype(np.int32) for w in weights], emb_codes.astype(np.uint8), emb_ints.astype(np.int32))
+    return step_codes, ints, group
