@@ -53,38 +53,23 @@ def _dP_dx(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > 0, d, torch.zeros_like(d))
 
 
-class _GammaIncP(torch.autograd.Function):
+class _IncompleteGamma(torch.autograd.Function):
+    """P(a, x), or with `upper` Q(a, x) = 1 - P(a, x) (computed directly: precise when small),
+    with gradients in a and x."""
+
     @staticmethod
-    def forward(ctx, a, x):
+    def forward(ctx, a, x, upper: bool):
         ctx.save_for_backward(a, x)
-        return torch.special.gammainc(a, x)
+        ctx.upper = upper
+        return torch.special.gammaincc(a, x) if upper else torch.special.gammainc(a, x)
 
     @staticmethod
     def backward(ctx, g):
         a, x = ctx.saved_tensors
-        ga = gx = None
-        if ctx.needs_input_grad[0]:
-            ga = _reduce_to(g * _dP_da(a, x), a.shape)
-        if ctx.needs_input_grad[1]:
-            gx = _reduce_to(g * _dP_dx(a, x), x.shape)
-        return ga, gx
-
-
-class _GammaIncQ(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, x):
-        ctx.save_for_backward(a, x)
-        return torch.special.gammaincc(a, x)
-
-    @staticmethod
-    def backward(ctx, g):
-        a, x = ctx.saved_tensors
-        ga = gx = None
-        if ctx.needs_input_grad[0]:
-            ga = _reduce_to(-g * _dP_da(a, x), a.shape)
-        if ctx.needs_input_grad[1]:
-            gx = _reduce_to(-g * _dP_dx(a, x), x.shape)
-        return ga, gx
+        g = -g if ctx.upper else g  # dQ = -dP
+        ga = _reduce_to(g * _dP_da(a, x), a.shape) if ctx.needs_input_grad[0] else None
+        gx = _reduce_to(g * _dP_dx(a, x), x.shape) if ctx.needs_input_grad[1] else None
+        return ga, gx, None
 
 
 def _reduce_to(g: torch.Tensor, shape) -> torch.Tensor:
@@ -103,14 +88,14 @@ def gammainc_p(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Regularized lower incomplete gamma P(a, x), differentiable in a and x."""
     if not torch.is_tensor(a):
         a = torch.full_like(x, float(a))
-    return _GammaIncP.apply(a, x)
+    return _IncompleteGamma.apply(a, x, False)
 
 
 def gammainc_q(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Regularized upper incomplete gamma Q(a, x) = 1 - P(a, x), differentiable in a and x."""
     if not torch.is_tensor(a):
         a = torch.full_like(x, float(a))
-    return _GammaIncQ.apply(a, x)
+    return _IncompleteGamma.apply(a, x, True)
 
 
 def gg_cdf(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

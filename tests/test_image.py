@@ -16,7 +16,7 @@ from PIL import Image
 import codec
 from codec.container import NcfError, read_container, unpack_streams, write_container
 from codec.errors import NeurocodecError, WeightsError
-import codec.image
+import codec.image.pipeline
 from codec.image import decode_image, encode_image, load_rgb, reconstruct
 
 
@@ -72,7 +72,7 @@ def test_file_made_with_other_cpu_kernels_decodes(photo, model, tmp_path):
 
 
 def test_coder_version_1_files_still_decode(photo, monkeypatch):
-    monkeypatch.setattr(codec.image, "CODER_VERSION", 1)
+    monkeypatch.setattr(codec.image.pipeline, "CODER_VERSION", 1)
     data, expected = encode_image(photo, quality=3), reconstruct(photo, quality=3)
     monkeypatch.undo()
     assert read_container(data)[0].coder["version"] == 1
@@ -81,7 +81,7 @@ def test_coder_version_1_files_still_decode(photo, monkeypatch):
 
 def test_coder_version_2_files_hold_the_same_symbols_in_self_contained_named_streams(photo, monkeypatch):
     chained = encode_image(photo, quality=3)
-    monkeypatch.setattr(codec.image, "CODER_VERSION", 2)
+    monkeypatch.setattr(codec.image.pipeline, "CODER_VERSION", 2)
     unchained = encode_image(photo, quality=3)
     monkeypatch.undo()
     header, sections = read_container(unchained)

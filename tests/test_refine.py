@@ -1,7 +1,6 @@
 """Encoder-side refinement (`encode_image(refine=N)`, `neurocodec encode --refine N`)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

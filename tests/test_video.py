@@ -136,7 +136,6 @@ def test_absurd_size_refused_before_allocating(encoded):
 
 def test_resume_matches_uninterrupted(clip, encoded, tmp_path, monkeypatch):
     data, _ = encoded
-    calls = {"n": 0}
     real = video_codec.fit_group
 
     def dying(decoder, encoder, specs, settings, job, *a, **k):

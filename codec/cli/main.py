@@ -210,6 +210,15 @@ def _add_limit_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-bytes", type=int, default=None, metavar="N", help=f"input file size (default {d.max_file_bytes})")
 
 
+def _ncf_reading_command(sub, name: str, text: str, func) -> argparse.ArgumentParser:
+    """A subcommand that reads an .ncf file: its input argument and the reader's limit flags."""
+    p = sub.add_parser(name, help=text)
+    p.add_argument("input", help=".ncf file or - for stdin")
+    _add_limit_flags(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurocodec",
@@ -245,20 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit_flags(p)
     p.set_defaults(func=_cmd_encode)
 
-    p = sub.add_parser("decode", help="decode an .ncf file to an image or a video")
-    p.add_argument("input", help=".ncf file or - for stdin")
+    p = _ncf_reading_command(sub, "decode", "decode an .ncf file to an image or a video", _cmd_decode)
     p.add_argument("-o", "--output", required=True,
                    help="image: type from the extension (.png recommended; - writes PNG to stdout); "
                         "video: .y4m or .mkv (lossless), .mp4 (x264, for viewing) or a folder for PNG frames")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
-    _add_limit_flags(p)
-    p.set_defaults(func=_cmd_decode)
 
-    p = sub.add_parser("info", help="show the header of an .ncf file")
-    p.add_argument("input", help=".ncf file or - for stdin")
+    p = _ncf_reading_command(sub, "info", "show the header of an .ncf file", _cmd_info)
     p.add_argument("--json", action="store_true", help="print JSON")
-    _add_limit_flags(p)
-    p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("models", help="list the model presets and whether weights are shipped")
     p.add_argument("--json", action="store_true", help="print JSON")

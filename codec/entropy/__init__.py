@@ -20,7 +20,7 @@ Parameter grids (see :data:`GRID`):
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 import numpy as np
 

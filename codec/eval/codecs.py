@@ -114,93 +114,62 @@ def _require(codec_name: str, attr: str):
         raise CodecUnavailable(f"{codec_name}: imagecodecs was built without {attr}")
 
 
-def _jpeg() -> ImageCodec:
-    import imagecodecs as ic
+@dataclass(frozen=True)
+class _ImagecodecsSpec:
+    """An imagecodecs codec as an adapter: `<codec>_encode(img, level=setting, **encode)`."""
+    codec: str          # imagecodecs' name: jpeg8, webp, avif, jpegxl, jpeg2k
+    library: str        # the key of its library in imagecodecs.version()
+    description: str    # formatted with {lib} (the library's version) and {ic} (imagecodecs')
+    default_settings: tuple
+    encode: dict
+    fixed: dict         # the settings recorded with every point (encode's, and implied ones)
+    decode: dict = field(default_factory=dict)
+    setting_name: str = "quality"
 
-    _require("jpeg", "jpeg8")
-    fixed = {"subsampling": "420", "optimize": True, "colorspace": "YCbCr"}
+
+_QUALITIES = (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+IMAGE_CODECS: dict[str, _ImagecodecsSpec] = {
+    "jpeg": _ImagecodecsSpec(
+        "jpeg8", "libjpeg_turbo", "JPEG (libjpeg-turbo {lib} via imagecodecs {ic}, 4:2:0, optimized Huffman)",
+        _QUALITIES, {"subsampling": "420", "optimize": True},
+        {"subsampling": "420", "optimize": True, "colorspace": "YCbCr"}),
+    "webp": _ImagecodecsSpec(
+        "webp", "libwebp", "WebP (libwebp {lib} via imagecodecs, lossy, method 6)",
+        _QUALITIES, {"method": 6, "lossless": False}, {"method": 6, "lossless": False}),
+    "avif": _ImagecodecsSpec(
+        "avif", "libavif", "AVIF (libavif {lib} via imagecodecs, speed 6, libavif default AV1 encoder and "
+        "pixel format)", (10, 20, 30, 40, 50, 60, 70, 80, 90), {"speed": 6, "numthreads": 1},
+        {"speed": 6, "numthreads": 1}, decode={"numthreads": 1}),
+    "jpegxl": _ImagecodecsSpec(
+        "jpegxl", "libjxl", "JPEG XL (libjxl {lib} via imagecodecs, effort 7, quality mapped to distance by "
+        "libjxl)", _QUALITIES, {"effort": 7, "numthreads": 1}, {"effort": 7, "numthreads": 1},
+        decode={"numthreads": 1}),
+    "jpeg2000": _ImagecodecsSpec(
+        "jpeg2k", "openjpeg", "JPEG 2000 (OpenJPEG {lib} via imagecodecs, J2K codestream, irreversible 9/7 "
+        "+ MCT, fixed-quality mode: setting = target PSNR in dB)", (22, 25, 28, 31, 34, 37, 40, 43, 46),
+        {"codecformat": "J2K", "mct": True}, {"codecformat": "J2K", "mct": True, "reversible": False},
+        setting_name="target_psnr_db"),
+}
+
+
+def _imagecodecs_adapter(name: str) -> ImageCodec:
+    import imagecodecs
+
+    spec = IMAGE_CODECS[name]
+    _require(name, spec.codec)
+    encode = getattr(imagecodecs, f"{spec.codec}_encode")
+    decode = getattr(imagecodecs, f"{spec.codec}_decode")
     v = _ic_versions()
+    lib = v.get(spec.library, "?")
     return ImageCodec(
-        name="jpeg",
-        description=f"JPEG (libjpeg-turbo {v.get('libjpeg_turbo', '?')} via imagecodecs "
-        f"{v['imagecodecs']}, 4:2:0, optimized Huffman)",
-        default_settings=[5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],
-        setting_name="quality",
-        encoder=lambda img, q: ic.jpeg8_encode(img, level=q, subsampling="420", optimize=True),
-        decoder=ic.jpeg8_decode,
-        fixed=fixed,
-        library={"imagecodecs": v["imagecodecs"], "libjpeg_turbo": v.get("libjpeg_turbo", "?")},
-    )
-
-
-def _webp() -> ImageCodec:
-    import imagecodecs as ic
-
-    _require("webp", "webp")
-    v = _ic_versions()
-    return ImageCodec(
-        name="webp",
-        description=f"WebP (libwebp {v.get('libwebp', '?')} via imagecodecs, lossy, method 6)",
-        default_settings=[5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],
-        setting_name="quality",
-        encoder=lambda img, q: ic.webp_encode(img, level=q, method=6, lossless=False),
-        decoder=ic.webp_decode,
-        fixed={"method": 6, "lossless": False},
-        library={"imagecodecs": v["imagecodecs"], "libwebp": v.get("libwebp", "?")},
-    )
-
-
-def _avif() -> ImageCodec:
-    import imagecodecs as ic
-
-    _require("avif", "avif")
-    v = _ic_versions()
-    return ImageCodec(
-        name="avif",
-        description=f"AVIF (libavif {v.get('libavif', '?')} via imagecodecs, speed 6, "
-        "libavif default AV1 encoder and pixel format)",
-        default_settings=[10, 20, 30, 40, 50, 60, 70, 80, 90],
-        setting_name="quality",
-        encoder=lambda img, q: ic.avif_encode(img, level=q, speed=6, numthreads=1),
-        decoder=lambda b: ic.avif_decode(b, numthreads=1),
-        fixed={"speed": 6, "numthreads": 1},
-        library={"imagecodecs": v["imagecodecs"], "libavif": v.get("libavif", "?")},
-    )
-
-
-def _jpegxl() -> ImageCodec:
-    import imagecodecs as ic
-
-    _require("jpegxl", "jpegxl")
-    v = _ic_versions()
-    return ImageCodec(
-        name="jpegxl",
-        description=f"JPEG XL (libjxl {v.get('libjxl', '?')} via imagecodecs, effort 7, "
-        "quality mapped to distance by libjxl)",
-        default_settings=[5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95],
-        setting_name="quality",
-        encoder=lambda img, q: ic.jpegxl_encode(img, level=q, effort=7, numthreads=1),
-        decoder=lambda b: ic.jpegxl_decode(b, numthreads=1),
-        fixed={"effort": 7, "numthreads": 1},
-        library={"imagecodecs": v["imagecodecs"], "libjxl": v.get("libjxl", "?")},
-    )
-
-
-def _jpeg2000() -> ImageCodec:
-    import imagecodecs as ic
-
-    _require("jpeg2000", "jpeg2k")
-    v = _ic_versions()
-    return ImageCodec(
-        name="jpeg2000",
-        description=f"JPEG 2000 (OpenJPEG {v.get('openjpeg', '?')} via imagecodecs, J2K "
-        "codestream, irreversible 9/7 + MCT, fixed-quality mode: setting = target PSNR in dB)",
-        default_settings=[22, 25, 28, 31, 34, 37, 40, 43, 46],
-        setting_name="target_psnr_db",
-        encoder=lambda img, q: ic.jpeg2k_encode(img, level=q, codecformat="J2K", mct=True),
-        decoder=ic.jpeg2k_decode,
-        fixed={"codecformat": "J2K", "mct": True, "reversible": False},
-        library={"imagecodecs": v["imagecodecs"], "openjpeg": v.get("openjpeg", "?")},
+        name=name,
+        description=spec.description.format(lib=lib, ic=v["imagecodecs"]),
+        default_settings=list(spec.default_settings),
+        setting_name=spec.setting_name,
+        encoder=lambda img, q: encode(img, level=q, **spec.encode),
+        decoder=lambda data: decode(data, **spec.decode),
+        fixed=dict(spec.fixed),
+        library={"imagecodecs": v["imagecodecs"], spec.library: lib},
     )
 
 
@@ -268,13 +237,6 @@ def _neurocodec(model: str) -> ImageCodec:
     )
 
 
-IMAGE_CODECS: dict[str, Callable[[], ImageCodec]] = {
-    "jpeg": _jpeg,
-    "webp": _webp,
-    "avif": _avif,
-    "jpegxl": _jpegxl,
-    "jpeg2000": _jpeg2000,
-}
 _ALIASES = {"jxl": "jpegxl", "j2k": "jpeg2000", "jp2": "jpeg2000", "jpeg2k": "jpeg2000"}
 
 
@@ -294,7 +256,7 @@ def _classical_image_codec(key: str) -> ImageCodec:
             f"unknown image codec {key!r}; known: {', '.join(IMAGE_CODECS)}, neurocodec, "
             "neurocodec:MODEL"
         )
-    return IMAGE_CODECS[key]()
+    return _imagecodecs_adapter(key)
 
 
 def expand_image_codecs(names: Sequence[str], log: Callable[[str], None] = print) -> list[str]:

@@ -121,13 +121,14 @@ def write_compressai_files(result: dict, directory: str | os.PathLike) -> list[P
     return out
 
 
-def finish(result: dict, entries: list[dict], *, rows: list[dict], csv_path, csv_columns: Sequence[str],
-           anchor: str | None, references: dict, out, plot, title: str, log, compressai_dir=None) -> dict:
-    """Write what a sweep asked for (CSV of `rows`, results JSON, CompressAI files, plot) and
-    add the BD table against `anchor` (default: the first codec) to `result`."""
-    if csv_path:
-        write_csv(csv_path, rows, csv_columns)
-        log(f"wrote {csv_path}")
+def finish(result: dict, entries: list[dict], rows: list[dict], csv_columns: Sequence[str], opts, references: dict,
+           title: str) -> dict:
+    """Write what a sweep's options ask for (CSV of `rows`, results JSON, CompressAI files,
+    plot) and add the BD table against the anchor (default: the first codec) to `result`."""
+    log, anchor, out, plot, compressai_dir = opts.log, opts.anchor, opts.out, opts.plot, opts.compressai_dir
+    if opts.csv_path:
+        write_csv(opts.csv_path, rows, csv_columns)
+        log(f"wrote {opts.csv_path}")
     anchor_name = anchor
     if anchor_name is None and entries:
         anchor_name = entries[0]["name"]

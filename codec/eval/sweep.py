@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -271,11 +272,32 @@ def _cache_path(cache, out) -> Path | None:
     return Path(cache) if cache else None
 
 
-def _sweep(names: list[str], codec_of, qualities: dict, inputs: list[tuple[dict, dict, dict]], task_fn,
-           *, workers: int, cache, out, what: str, desc: str, log, extra_metrics: Sequence[str] = ()):
+@dataclass
+class SweepOptions:
+    """What both sweeps take besides their input: the settings to measure, the outputs, the
+    BD anchor, the process pool and the cache."""
+    qualities: dict[str, list[float]] | None = None  # per codec (`parse_qualities`); None: defaults
+    out: str | os.PathLike | None = None             # results JSON
+    csv_path: str | os.PathLike | None = None        # one row per input and setting
+    plot: str | os.PathLike | None = None            # RD plot
+    anchor: str | None = None                        # BD anchor: a codec or ref:NAME (default: the first)
+    workers: int = 1                                 # processes (1: in this process)
+    cache: str | os.PathLike | bool | None = True    # True: <out>.cache.jsonl; a path; None/False: none
+    command: str | None = None                       # the command line, recorded in the results
+    compressai_dir: str | os.PathLike | None = None  # also one CompressAI results file per codec here
+    log: Callable[[str], None] | None = None         # progress messages (None: stderr)
+
+    def __post_init__(self):
+        if self.log is None:
+            self.log = lambda message: print(message, file=sys.stderr)
+
+
+def _sweep(names: list[str], codec_of, inputs: list[tuple[dict, dict, dict]], task_fn, opts: SweepOptions,
+           *, what: str, desc: str, extra_metrics: Sequence[str] = ()):
     """Measure every (codec, setting, input) not in the cache; returns (rows in task order,
     CompressAI-style entries). `inputs`: (cache-key parts, task fields, row fields) per input."""
     infos = {n: codec_of(n).info() for n in names}
+    qualities = opts.qualities or {}
     settings = {n: [codec_of(n).normalize(s) for s in _settings_for(n, codec_of(n).default_settings, qualities)]
                 for n in names}
     tasks = []
@@ -287,8 +309,9 @@ def _sweep(names: list[str], codec_of, qualities: dict, inputs: list[tuple[dict,
                 key = ResultCache.key(codec=n, settings=exact, library=c.library, **key_parts)
                 tasks.append({"codec": n, "setting": s, **fields, "meta": {
                     "key": key, "codec": n, "setting": s, "settings": exact, **row_fields}})
-    log(f"{what} {sum(len(v) for v in settings.values())} settings ({', '.join(names)}), {workers} worker(s)")
-    rows = _run_tasks(tasks, task_fn, workers, ResultCache(_cache_path(cache, out)), desc, log)
+    opts.log(f"{what} {sum(len(v) for v in settings.values())} settings ({', '.join(names)}), "
+             f"{opts.workers} worker(s)")
+    rows = _run_tasks(tasks, task_fn, opts.workers, ResultCache(_cache_path(opts.cache, opts.out)), desc, opts.log)
     order = {t["meta"]["key"]: i for i, t in enumerate(tasks)}  # the cache may hold other rows
     rows = sorted((r for r in rows if r["key"] in order), key=lambda r: order[r["key"]])
     return rows, _aggregate(rows, infos, settings, len(inputs), extra_metrics)
@@ -309,27 +332,14 @@ def list_images(path: str | os.PathLike) -> list[Path]:
     return files
 
 
-def evaluate_images(path: str | os.PathLike, codecs: Sequence[str], *,
-                    qualities: dict[str, list[float]] | None = None,
-                    out: str | os.PathLike | None = None,
-                    csv_path: str | os.PathLike | None = None,
-                    plot: str | os.PathLike | None = None,
-                    anchor: str | None = None,
-                    workers: int = 1,
-                    reference: str | os.PathLike | None = "kodak",
-                    cache: str | os.PathLike | None | bool = True,
-                    dataset: str | None = None,
-                    limit: int | None = None,
-                    command: str | None = None,
-                    compressai_dir: str | os.PathLike | None = None,
-                    log: Callable[[str], None] | None = None) -> dict:
-    """Run the image RD sweep and return the results dict (also written to ``out``).
-
-    ``cache``: True = ``<out>.cache.jsonl``, a path, or False/None for no cache.
-    """
+def evaluate_images(path: str | os.PathLike, codecs: Sequence[str], *, reference: str | os.PathLike | None = "kodak",
+                    dataset: str | None = None, limit: int | None = None, **options) -> dict:
+    """Run the image RD sweep over a folder (or one image) and return the results dict (also
+    written to ``out``); ``options`` are `SweepOptions`' fields; ``limit``: the first N images."""
     from codec.eval.codecs import environment, expand_image_codecs, image_codec
 
-    log = log or (lambda m: print(m, file=sys.stderr))
+    opts = SweepOptions(**options)
+    log = opts.log
     files = list_images(path)
     if limit:
         files = files[:limit]
@@ -339,8 +349,8 @@ def evaluate_images(path: str | os.PathLike, codecs: Sequence[str], *,
     hashes = {str(f): sha256_file(f) for f in files}
     inputs = [({"kind": "image", "input": hashes[str(f)]}, {"path": str(f)},
                {"image": f.name, "image_sha256": hashes[str(f)]}) for f in files]
-    rows, entries = _sweep(names, image_codec, qualities or {}, inputs, _image_task, workers=workers, cache=cache,
-                           out=out, what=f"{len(files)} images x", desc="eval images", log=log)
+    rows, entries = _sweep(names, image_codec, inputs, _image_task, opts, what=f"{len(files)} images x",
+                           desc="eval images")
     references = load_reference(reference)
     ds = dataset or Path(path).name
     result = {
@@ -350,17 +360,15 @@ def evaluate_images(path: str | os.PathLike, codecs: Sequence[str], *,
                     "averaged over images; MS-SSIM (pytorch-msssim, data range 255) "
                     "averaged over images; times = wall-clock seconds per image in the "
                     "measuring process",
-        "command": command,
+        "command": opts.command,
         "environment": environment(),
-        "workers": workers,
+        "workers": opts.workers,
         "reference": references.get("path"),
         "codecs": entries,
     }
     columns = ["codec", "setting", "image", "width", "height", "bytes", "bpp", "psnr-rgb", "ms-ssim",
                "encoding_time", "decoding_time", "image_sha256", "settings"]
-    return finish(result, entries, rows=rows, csv_path=csv_path, csv_columns=columns, anchor=anchor,
-                  references=references, out=out, plot=plot, title=f"{ds}: rate-distortion", log=log,
-                  compressai_dir=compressai_dir)
+    return finish(result, entries, rows, columns, opts, references, title=f"{ds}: rate-distortion")
 
 
 # --------------------------------------------------------------------------- video
@@ -405,29 +413,16 @@ def _video_task(task: dict, presets: dict[str, str]) -> dict:
     return row
 
 
-def evaluate_video(path: str | os.PathLike, codecs: Sequence[str], *,
-                   frames: int | None = None,
-                   size: tuple[int, int] | None = None,
-                   qualities: dict[str, list[float]] | None = None,
-                   out: str | os.PathLike | None = None,
-                   csv_path: str | os.PathLike | None = None,
-                   plot: str | os.PathLike | None = None,
-                   anchor: str | None = None,
-                   workers: int = 1,
-                   threads: int = 1,
-                   epochs: int | None = None,
-                   presets: dict[str, str] | None = None,
-                   reference: str | os.PathLike | None = None,
-                   cache: str | os.PathLike | None | bool = True,
-                   command: str | None = None,
-                   compressai_dir: str | os.PathLike | None = None,
-                   log: Callable[[str], None] | None = None) -> dict:
+def evaluate_video(path: str | os.PathLike, codecs: Sequence[str], *, reference: str | os.PathLike | None = None,
+                   frames: int | None = None, size: tuple[int, int] | None = None, threads: int = 1,
+                   epochs: int | None = None, presets: dict[str, str] | None = None, **options) -> dict:
     """Run the video RD sweep (one process-pool task per codec setting). ``presets``:
     encoder preset per PyAV codec, e.g. ``{"x264": "veryslow"}`` (recorded in the
-    settings; the others keep their defaults)."""
+    settings; the others keep their defaults); ``options`` are `SweepOptions`' fields."""
     from codec.eval.codecs import PRESET_CODECS, environment, expand_video_codecs, video_codec
 
-    log = log or (lambda m: print(m, file=sys.stderr))
+    opts = SweepOptions(**options)
+    log = opts.log
     os.environ.setdefault("SVT_LOG", "1")
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -450,9 +445,9 @@ def evaluate_video(path: str | os.PathLike, codecs: Sequence[str], *,
     def codec_of(m: str):
         return video_codec(m, threads, epochs, presets.get(m))
 
-    rows, entries = _sweep(names, codec_of, qualities or {}, inputs, functools.partial(_video_task, presets=presets),
-                           workers=workers, cache=cache, out=out, what=f"{name}: {n} frames {w}x{h} @ {fps:g} fps,",
-                           desc="eval video", log=log, extra_metrics=("psnr-y",))
+    rows, entries = _sweep(names, codec_of, inputs, functools.partial(_video_task, presets=presets), opts,
+                           what=f"{name}: {n} frames {w}x{h} @ {fps:g} fps,", desc="eval video",
+                           extra_metrics=("psnr-y",))
     references = load_reference(reference)
     result = {
         "dataset": f"{name} ({n} frames, {w}x{h})",
@@ -460,14 +455,12 @@ def evaluate_video(path: str | os.PathLike, codecs: Sequence[str], *,
         "protocol": "bpp = 8*len(encoded bytes)/(W*H*frames); PSNR on 8-bit RGB per frame "
                     "averaged over frames; psnr-y = BT.709 luma of the RGB frames; source = "
                     "the decoded input frames (resized with swscale's AREA filter if --size)",
-        "command": command,
+        "command": opts.command,
         "environment": environment(),
-        "workers": workers,
+        "workers": opts.workers,
         "reference": references.get("path"),
         "codecs": entries,
     }
     columns = ["codec", "setting", "video", "frames", "width", "height", "bytes", "bpp", "kbps", "psnr-rgb",
                "psnr-y", "ms-ssim", "encoding_time", "decoding_time", "settings"]
-    return finish(result, entries, rows=rows, csv_path=csv_path, csv_columns=columns, anchor=anchor,
-                  references=references, out=out, plot=plot, title=f"{result['dataset']}: rate-distortion",
-                  log=log, compressai_dir=compressai_dir)
+    return finish(result, entries, rows, columns, opts, references, title=f"{result['dataset']}: rate-distortion")
