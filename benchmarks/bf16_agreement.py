@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from codec.train import RandomPatches, init_from
+from codec.train.data import RandomPatches
+from codec.train.warmstart import init_from
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset
 
 ROOT = Path(__file__).resolve().parent.parent

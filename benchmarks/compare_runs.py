@@ -3,13 +3,13 @@
     python benchmarks/compare_runs.py /work/runs/cmp-gaussian /work/runs/cmp-gg /work/runs/cmp-gmm
 
 Prints a Markdown table: steps, validation images, bpp and PSNR per quality, BD-rate and
-BD-PSNR (codec.bdrate, PCHIP over the overlapping range) against the first run.
+BD-PSNR (codec.eval.bd, PCHIP over the overlapping range) against the first run.
 """
 import csv
 import sys
 from pathlib import Path
 
-from codec.bdrate import bd_quality, bd_rate
+from codec.eval.bd import bd_quality, bd_rate
 
 
 def last_validation(run: Path) -> dict:

@@ -21,7 +21,7 @@ import torch
 
 import codec
 from codec import entropy
-import codec.image
+import codec.image.pipeline
 from codec.image import PARAMETER_DTYPES, load_rgb
 from codec.zoo import DEFAULT_IMAGE_MODEL, load_model
 
@@ -103,14 +103,14 @@ def main():
                   f"{best(lambda: net.synthesis(y_in, q)):.3f} s")
     torch.backends.mkldnn.enabled = True
 
-    shipped = codec.image.CODER_VERSION
+    shipped = codec.image.pipeline.CODER_VERSION
     for version, dtype in PARAMETER_DTYPES.items():
-        codec.image.CODER_VERSION = version
+        codec.image.pipeline.CODER_VERSION = version
         encode_s = best(lambda: codec.encode_image(rgb, model=args.model))
         data = codec.encode_image(rgb, model=args.model)
         print(f"coder version {version} ({dtype} parameter networks): encode {encode_s:.3f} s, "
               f"decode {best(lambda: codec.decode_image(data)):.3f} s")
-    codec.image.CODER_VERSION = shipped
+    codec.image.pipeline.CODER_VERSION = shipped
 
 
 if __name__ == "__main__":

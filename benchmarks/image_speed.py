@@ -48,7 +48,8 @@ def main() -> None:
     from compressai.zoo import cheng2020_anchor, mbt2018_mean
 
     from codec.image import decode_image, encode_image
-    from codec.train import _weights_from, write_weights
+    from codec.train.export import write_weights
+    from codec.zoo import weights_from
     from codec.zoo import get_preset, load_model, manifest
     from models.mlic import count_macs
 
@@ -62,7 +63,7 @@ def main() -> None:
                 torch.manual_seed(0)
                 write_weights(get_preset(name).build(), name, Path(tmp) / f"{name}.safetensors", "float32")
                 folder = tmp
-            with _weights_from(folder) if folder else contextlib.nullcontext():
+            with weights_from(folder) if folder else contextlib.nullcontext():
                 net, _ = load_model(name)  # weight loading is not timed
                 enc_s, data = best_of(lambda: encode_image(rgb, model=name, quality=args.quality), args.repeat)
                 dec_s, _ = best_of(lambda: decode_image(data), args.repeat)

@@ -52,13 +52,14 @@ def _run_worker(kernels: str, jobs: list, out_dir: Path) -> None:
 
 def _drift_inputs(model: str, image: Path, quality: float, path: Path) -> None:
     """y and z_hat of the native encoder, the inputs every kernel set's networks get."""
-    from codec.image import _one_thread, _to_tensor, _z_medians_and_indexes, load_rgb
+    from codec.image.pixels import load_rgb, to_tensor
+    from codec.threads import torch_threads
     from codec.zoo import load_model
     net, _ = load_model(model)
-    with torch.no_grad(), _one_thread(onednn=True):
-        y = net.analysis(_to_tensor(load_rgb(image), net.stride), torch.tensor([quality]))
+    with torch.no_grad(), torch_threads(1, onednn=True):
+        y = net.analysis(to_tensor(load_rgb(image), net.stride), torch.tensor([quality]))
         z = net.hyper_analysis(y)
-    medians, _ = _z_medians_and_indexes(net, z.shape)
+    medians = net.z_medians().view(1, -1, 1, 1)
     np.savez(path, y=y.numpy(), z_hat=(torch.round(z - medians) + medians).numpy())
 
 
@@ -70,29 +71,29 @@ def _grid_units(params: dict) -> np.ndarray:
 
 def _drift_worker(job: dict) -> None:
     """The raw (unsnapped) parameters of every coding step, in float32 and float64."""
-    import codec.image
+    from codec.image import pipeline, ycoding
+    from codec.threads import torch_threads
     from codec.zoo import load_model
     net, _ = load_model(job["model"])
     inputs = np.load(job["inputs"])
-    snap, seen = codec.image._snap, []
+    snap, seen = ycoding.snap, []
 
     def recording_snap(family, residual, params):
         seen.append(_grid_units(params))
         return snap(family, residual, params)
 
-    codec.image._snap = recording_snap
+    ycoding.snap = recording_snap
     out = {}
-    one_version_per_dtype = {dtype: version for version, dtype in codec.image.PARAMETER_DTYPES.items()}
+    one_version_per_dtype = {dtype: version for version, dtype in pipeline.PARAMETER_DTYPES.items()}
     for dtype, version in one_version_per_dtype.items():
         seen.clear()
-        param_net = codec.image._parameter_net(net, version)
-        with torch.no_grad(), codec.image._one_thread(onednn=False):
-            codec.image._y_coder(net).quantize(param_net, torch.from_numpy(inputs["y"]),
-                                               torch.from_numpy(inputs["z_hat"]).to(dtype),
-                                               torch.tensor([job["quality"]]))
+        param_net = pipeline.parameter_net(net, version)
+        with torch.no_grad(), torch_threads(1, onednn=False):
+            ycoding.quantize_y(param_net, torch.from_numpy(inputs["y"]),
+                               torch.from_numpy(inputs["z_hat"]).to(dtype), torch.tensor([job["quality"]]))
         out[str(dtype)] = np.concatenate(seen).astype(np.float64)
     np.savez(job["out"], **out)
-    codec.image._snap = snap
+    ycoding.snap = snap
 
 
 def _worker(jobs_file: str) -> None:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 import codec
-from codec.bdrate import bd_quality, bd_rate
-from codec.evaluate import psnr
+from codec.eval.bd import bd_quality, bd_rate
+from codec.eval.metrics import psnr
 from codec.image import load_rgb
 from codec.zoo import DEFAULT_IMAGE_MODEL
 

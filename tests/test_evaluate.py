@@ -89,6 +89,28 @@ def test_psnr_and_ms_ssim_basic():
     assert 0 < metrics.ms_ssim(a, b) < 1
 
 
+def test_ms_ssim_with_fewer_scales_is_pytorch_msssims_algorithm():
+    """Built on pytorch-msssim's public `ssim`: with all five weights it gives `ms_ssim`'s value."""
+    import torch
+    from pytorch_msssim import ms_ssim
+
+    rng = np.random.default_rng(2)
+    x = torch.from_numpy(rng.integers(0, 256, (1, 3, 200, 240)).astype(np.float32))
+    y = (x + torch.from_numpy(rng.integers(-20, 21, x.shape).astype(np.float32))).clamp(0, 255)
+    weights = torch.tensor(metrics.MS_SSIM_WEIGHTS)
+    assert float(metrics._ms_ssim_levels(x, y, weights)) == pytest.approx(float(ms_ssim(x, y, data_range=255.0)),
+                                                                          abs=1e-6)
+
+
+@pytest.mark.parametrize("box, expected", [((0, 0, 50, 40), 0.9955189824104309), ((200, 100, 290, 200), 0.9959128499031067),
+                                           ((400, 300, 570, 450), 0.9901617169380188), ((10, 10, 40, 31), 0.9958069920539856)])
+def test_ms_ssim_of_small_images_unchanged(box, expected):
+    """The values of the implementation on pytorch-msssim's private `_ssim` (before 2026-12-07)."""
+    a = Image.open(EXAMPLE).convert("RGB").crop(box)
+    b = a.resize((a.width // 2, a.height // 2)).resize(a.size, Image.BILINEAR)
+    assert metrics.ms_ssim(np.asarray(a), np.asarray(b)) == pytest.approx(expected, abs=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(160, 200), (100, 90), (48, 64), (16, 16), (5, 7)])
 def test_ms_ssim_small_images(shape):
     rng = np.random.default_rng(1)

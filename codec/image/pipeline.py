@@ -89,7 +89,7 @@ def _parameters_thread():
     return torch_threads(1, onednn=False)
 
 
-def _parameter_net(model, version: int) -> torch.nn.Module:
+def parameter_net(model, version: int) -> torch.nn.Module:
     """The model that computes the coder's parameters for files of this coder version: the
     model itself for version 1, a float64 copy for versions 2 and 3, made once per image (the analysis
     and the synthesis stay float32: the decoder never recomputes y, and pixels may differ by a
@@ -109,7 +109,7 @@ class _Latents:
 def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int, int], refine: int = 0,
              progress=None) -> _Latents:
     """Latents of x, quantized and split into streams (parameters from `param_net`, the
-    `_parameter_net` of CODER_VERSION); `refine` > 0 first optimizes y and z for this image
+    `parameter_net` of CODER_VERSION); `refine` > 0 first optimizes y and z for this image
     (codec.image.refine) on the real h x w pixels given by `size`."""
     q = torch.tensor([quality])
     if refine:
@@ -174,7 +174,7 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     h, w = rgb.shape[:2]
     tile = tile_side(net, h, w, tile)
     tiles = tile_grid(h, w, tile)
-    param_net = _parameter_net(net, CODER_VERSION)
+    param_net = parameter_net(net, CODER_VERSION)
     sections = []
     for i, (rows, cols) in enumerate(tiles):
         tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
@@ -202,7 +202,7 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0,
     rgb = load_rgb(image, limits)
     h, w = rgb.shape[:2]
     out = np.empty_like(rgb)
-    param_net = _parameter_net(net, CODER_VERSION)
+    param_net = parameter_net(net, CODER_VERSION)
     for rows, cols in tile_grid(h, w, tile_side(net, h, w, tile)):
         part = rgb[rows, cols]
         lat = _analyse(net, param_net, to_tensor(part, net.stride), quality, part.shape[:2], refine)
@@ -273,7 +273,7 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
         raise NcfError(f"file has {len(streams)} sections but its header announces {len(tiles)} tiles of "
                        f"z and {coder.get('y_streams')} y streams")
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
-    param_net = _parameter_net(net, coder["version"])
+    param_net = parameter_net(net, coder["version"])
     for i, (rows, cols) in enumerate(tiles):
         tile_streams = TileStreams(streams, tile_prefix(tile, i), per_tile, packed, header.model)
         try:
