@@ -58,6 +58,13 @@ def test_roundtrip_bit_exact(encoded):
     assert np.array_equal(video.decode_video(data), out)  # twice: identical
 
 
+def test_frames_in_memory_encode_as_the_file_does(encoded):
+    """encode_video takes (T, H, W, 3) frames too (what eval gives it): the same frames as the
+    lossless clip, at the clip's rate, give the same file."""
+    data, _ = encoded
+    assert video.encode_video(_synthetic(), fps=25, **KW) == data
+
+
 def test_decode_thread_invariant(encoded):
     data, recon = encoded
     old = torch.get_num_threads()

@@ -1,14 +1,6 @@
 """Image pipeline: pixels <-> model <-> entropy streams <-> .ncf container.
 
-Input policy (documented in README, tested in tests/test_image.py):
-- EXIF orientation is applied, then the image is converted to 8-bit RGB:
-  grayscale (1, L, I, I;16, F) is replicated to three channels; 16-bit and 32-bit integer
-  samples are scaled to 8 bits (x * 255 / 65535, rounded; `I` is clipped to 0..65535);
-  float samples (`F`) are clipped to 0..255; palette images are expanded; CMYK, YCbCr and
-  LAB are converted by Pillow.
-- Transparency is not coded: RGBA/LA/PA and palette transparency are composited onto a
-  white background.
-- Animated images (more than one frame) are refused.
+Input: any image Pillow reads, converted to 8-bit RGB (`codec.image.pixels` has the policy).
 The model sees the image padded (edge replication) to a multiple of its stride; the
 decoder crops back to the original size, so any size from 1x1 up round-trips.
 
@@ -24,10 +16,9 @@ only the first carries the coder's state); versions 1 and 2 stored each stream, 
 state, in a section of its name.
 
 Tiling bounds memory (`codec.image.tiles`): an image wider or taller than `TILE` pixels is
-coded as independent TILE x TILE tiles (raster order, edge tiles smaller, each padded on its own), every section
-name prefixed with its tile ("t0/streams", "t1/streams", ...; before version 3 "t0/z",
-"t0/y0", ..., "t1/z", ...) and the tile side stored as
-coder setting "tile". A 1024x1024 tile needs about 0.6 GB of activations, whatever the image
+coded as independent TILE x TILE tiles (raster order, edge tiles smaller, each padded on its
+own), every section name prefixed with its tile ("t0/streams", "t1/streams", ...; before
+version 3 "t0/z", "t0/y0", ..., "t1/z", ...) and the tile side stored as coder setting "tile". A 1024x1024 tile needs about 0.6 GB of activations, whatever the image
 size. Files without "tile" are one tile; decoders refuse tiles above MAX_TILE^2 pixels.
 """
 from __future__ import annotations

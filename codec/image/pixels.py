@@ -1,5 +1,16 @@
-"""Pixels in and out of the image pipeline: any input to HxWx3 uint8 RGB (the input policy is
-in `codec.image.pipeline`'s docstring), padding to the model's stride, and back to uint8."""
+"""Pixels in and out of the image pipeline: any input to HxWx3 uint8 RGB, padding to the
+model's stride, and back to uint8.
+
+Input policy (documented in README, tested in tests/test_image.py):
+- EXIF orientation is applied, then the image is converted to 8-bit RGB:
+  grayscale (1, L, I, I;16, F) is replicated to three channels; 16-bit and 32-bit integer
+  samples are scaled to 8 bits (x * 255 / 65535, rounded; `I` is clipped to 0..65535);
+  float samples (`F`) are clipped to 0..255; palette images are expanded; CMYK, YCbCr and
+  LAB are converted by Pillow.
+- Transparency is not coded: RGBA/LA/PA and palette transparency are composited onto a
+  white background.
+- Animated images (more than one frame) are refused.
+"""
 from __future__ import annotations
 
 import io
