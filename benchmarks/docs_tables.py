@@ -59,11 +59,13 @@ def models_best_first() -> list[str]:
 def pct(v: float | None) -> str:
     if v is None:
         return "n/a"
+    if v == 0:
+        return "0 %"
     return f"{v:+.2f} %" if abs(v) < 1 else f"{v:+.1f} %"
 
 
 def db(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:+.2f} dB"
+    return "n/a" if v is None else "0 dB" if v == 0 else f"{v:+.2f} dB"
 
 
 def table(head: list[str], rows: list[list[str]], right_from: int = 1) -> str:
