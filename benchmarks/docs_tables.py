@@ -43,12 +43,25 @@ def manifest() -> dict:
     return read_json("weights/manifest.json")
 
 
-def parameters(file: str) -> int:
-    """Float values stored in a safetensors file (its integer CDF tables left out)."""
+def float_tensors(file: str) -> dict[str, int]:
+    """Values per float dtype stored in a safetensors file (its integer CDF tables left out)."""
     with open(ROOT / "weights" / file, "rb") as f:
         header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
     header.pop("__metadata__", None)
-    return sum(math.prod(t["shape"]) for t in header.values() if t["dtype"].startswith(("F", "BF")))
+    counts: dict[str, int] = {}
+    for t in header.values():
+        if t["dtype"].startswith(("F", "BF")):
+            counts[t["dtype"]] = counts.get(t["dtype"], 0) + math.prod(t["shape"])
+    return counts
+
+
+def parameters(file: str) -> int:
+    return sum(float_tensors(file).values())
+
+
+def stored_as(file: str) -> str:
+    counts = float_tensors(file)
+    return {"F16": "float16", "F32": "float32", "BF16": "bfloat16"}[max(counts, key=counts.get)]
 
 
 def models_best_first() -> list[str]:
@@ -91,7 +104,7 @@ def weights_table() -> str:
         e = manifest()[name]
         t = e["training"]
         rows.append([f"`{name}`", config_text(e["config"]), f"{parameters(e['file']) / 1e6:.2f} M",
-                     e.get("dtype", "float32"), f"`{e['sha256'][:12]}`", f"{t['steps']:,}",
+                     stored_as(e["file"]), f"`{e['sha256'][:12]}`", f"{t['steps']:,}",
                      f"{t['hours']:.2f}", pct(e["kodak"]["bd_rate_vs_webp_pct"])])
     return table(["weights", "config", "parameters", "stored as", "sha256", "steps of its last run",
                   "hours of its last run", "Kodak BD-rate vs WebP"], rows, right_from=2)
