@@ -49,8 +49,7 @@ def main() -> None:
 
     from codec.image import decode_image, encode_image
     from codec.train.export import write_weights
-    from codec.zoo import weights_from
-    from codec.zoo import get_preset, load_model, manifest
+    from codec.zoo import get_preset, load_model, manifest, weights_from
     from models.mlic import count_macs
 
     rgb = np.asarray(Image.open(args.image).convert("RGB"))
@@ -61,7 +60,7 @@ def main() -> None:
             folder = None
             if name not in manifest():
                 torch.manual_seed(0)
-                write_weights(get_preset(name).build(), name, Path(tmp) / f"{name}.safetensors", "float32")
+                write_weights(get_preset(name).build(), name, Path(tmp), "float32")
                 folder = tmp
             with weights_from(folder) if folder else contextlib.nullcontext():
                 net, _ = load_model(name)  # weight loading is not timed

@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="train_command", metavar="{export,record-kodak}")
     e = sub.add_parser("export", help="write a run's weights as safetensors with their manifest entry")
     e.add_argument("run_dir", help="run folder holding checkpoint.pt")
-    e.add_argument("-o", "--output", required=True, help="WEIGHTS_DIR/<preset>.safetensors (manifest.json goes beside it)")
+    e.add_argument("-o", "--output", required=True, help="weights folder (e.g. weights): the release is written there as <preset>@<id>.safetensors, never over an existing file, and becomes the preset's newest in its manifest.json")
     e.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored float type (default float16)")
     e.add_argument("--kodak", metavar="RESULTS_JSON",
                    help="an `eval images` JSON measured with these weights (export, evaluate, export again "
@@ -59,10 +59,11 @@ def _cmd_train(args) -> int:
         return 0
     if args.train_command == "export":
         entry = export_weights(args.run_dir, args.output, args.dtype, args.kodak)
-        print(f"wrote {args.output} ({entry['training']['steps']} steps, sha256 {entry['sha256'][:16]}...)")
+        print(f"wrote release {entry['releases'][0]['release']} to {Path(args.output) / entry['file']} "
+              f"({entry['training']['steps']} steps)")
         return 0
     if not args.run:
-        raise ValueError("give --run FOLDER (or `train export RUN -o FILE`)")
+        raise ValueError("give --run FOLDER (or `train export RUN -o WEIGHTS_DIR`)")
     cfg = {}
     saved = Path(args.run) / "config.json"
     if args.resume and saved.exists():

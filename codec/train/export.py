@@ -11,24 +11,29 @@ from pathlib import Path
 from codec.files import write_atomic
 
 
-def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", extra: dict | None = None,
+def write_weights(model, preset_name: str, folder: Path, dtype: str = "float16", extra: dict | None = None,
                   kodak_results: str | Path | None = None) -> dict:
-    """Write a model's weights as safetensors plus its manifest.json entry beside it.
+    """Write a model's weights as a new release `folder/<preset>@<id>.safetensors` and make
+    it the preset's newest release in `folder/manifest.json` (older releases stay listed).
 
-    The entropy bottleneck's quantized CDF tables are computed here, once, and shipped in
-    the file, so encoder and decoder read identical tables instead of recomputing them.
-    Float tensors are stored as `dtype` (but for the likelihood bounds); the codec computes
-    in float32 from what is stored. `kodak_results`: an `eval images` JSON that measured
-    exactly these weights; its curve goes into the entry (see `kodak_entry`).
+    A release file is never rewritten: its name is its content's hash. The entropy
+    bottleneck's quantized CDF tables are computed here, once, and shipped in the file, so
+    encoder and decoder read identical tables instead of recomputing them. Float tensors are
+    stored as `dtype` (but for the likelihood bounds); the codec computes in float32 from
+    what is stored. `kodak_results`: an `eval images` JSON that measured exactly these
+    weights; its curve goes into the entry (see `kodak_entry`).
     """
+    import datetime
+
     import torch
     from safetensors.torch import save
 
-    from codec.zoo import get_preset
+    from codec.zoo import get_preset, release_file
 
     preset = get_preset(preset_name)
-    if path.name != preset.weights_file:
-        raise ValueError(f"the weights of {preset_name!r} must be named {preset.weights_file}, not {path.name}")
+    folder = Path(folder)
+    if folder.suffix == ".safetensors":
+        raise ValueError(f"give the weights folder, not a file name: releases are named {preset_name}@<id>.safetensors")
     model = copy.deepcopy(model).cpu().eval()
     model.entropy_bottleneck.update(force=True)
     cast = getattr(torch, dtype)
@@ -36,13 +41,20 @@ def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", e
     tensors = {k: (v.to(cast) if v.is_floating_point() and not k.endswith(".bound") else v).detach().contiguous()
                for k, v in model.state_dict().items()}
     data = save(tensors)
-    entry = {"preset": preset_name, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "dtype": dtype,
+    sha256 = hashlib.sha256(data).hexdigest()
+    name = release_file(preset_name, sha256)
+    entry = {"preset": preset_name, "file": name, "sha256": sha256, "dtype": dtype,
              "config": preset.config, "lambdas": list(model.lambdas), **(extra or {})}
     if kodak_results is not None:  # checked before anything is written
         entry["kodak"] = kodak_entry(kodak_results, preset_name, entry["sha256"])
-    write_atomic(path, data)
-    manifest_path = path.parent / "manifest.json"
+    manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    older = [r for r in manifest.get(preset_name, {}).get("releases", []) if r["sha256"] != sha256]
+    release = {"release": f"{preset_name}@{sha256[:16]}", "sha256": sha256,
+               "shipped": datetime.date.today().isoformat()}
+    entry["releases"] = [release] + older
+    if not (folder / name).exists():
+        write_atomic(folder / name, data)
     manifest[preset_name] = entry
     _write_manifest(manifest_path, manifest)
     return entry
@@ -99,7 +111,7 @@ def record_kodak(results_path: str | Path, weights_dir: str | Path) -> list[str]
 
 def export_weights(run_dir: str | Path, output: str | Path, dtype: str = "float16",
                    kodak_results: str | Path | None = None) -> dict:
-    """Export a run's checkpoint to `output` (named `<preset>.safetensors`) and its manifest entry:
+    """Export a run's checkpoint as a new release in the weights folder `output` and its manifest entry:
     config, sha256, steps, wall-clock, data, settings, the last validation results and,
     given `kodak_results`, the Kodak curve measured with these weights."""
     import torch

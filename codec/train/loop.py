@@ -275,7 +275,7 @@ class Validator:
 
         rows = []
         with tempfile.TemporaryDirectory() as tmp, weights_from(tmp):
-            write_weights(model, self.preset, Path(tmp) / f"{self.preset}.safetensors", "float16")
+            write_weights(model, self.preset, Path(tmp), "float16")
             for q in self.qualities:
                 bpp, quality = [], []
                 for path in self.paths:

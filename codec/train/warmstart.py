@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from codec.files import sha256_file
+
 
 def init_from(model, path: str | Path, noise: float = 0.25) -> list[str]:
     """Warm-start `model` from a safetensors file (e.g. across a wider latent or wider
@@ -51,13 +53,14 @@ def init_from(model, path: str | Path, noise: float = 0.25) -> list[str]:
 
 
 def _likelihood_of(path: str | Path) -> str | None:
-    """The likelihood family of a weights file, from the manifest.json beside it (None if it
-    does not say)."""
+    """The likelihood family of a weights file, from the manifest.json beside it listing the
+    file's sha256 among a model's releases (None if it does not say)."""
     manifest = Path(path).parent / "manifest.json"
     if not manifest.exists():
         return None
+    sha256 = sha256_file(path)
     for entry in json.loads(manifest.read_text()).values():
-        if entry.get("file") == Path(path).name:
+        if any(r["sha256"] == sha256 for r in entry.get("releases", [])):
             return entry.get("config", {}).get("likelihood")
     return None
 
