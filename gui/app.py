@@ -186,7 +186,7 @@ def build_app(root: Path):
         original, fps = codec.read_frames(src, frames=frames, size=size)
         progress(0, desc="fitting the video codec")
         t0 = time.perf_counter()
-        data = codec.encode_video(src, quality=float(quality), frames=frames, size=size, epochs=int(epochs),
+        data = codec.encode_video(original, fps=fps, quality=float(quality), epochs=int(epochs),  # read once
                                   progress=lambda done, total: progress((done, total), desc="training", unit="epochs"))
         seconds = time.perf_counter() - t0
         progress(1, desc="decoding and comparing with x264")

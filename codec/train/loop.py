@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codec.files import write_atomic_with
 from codec.train.data import IMAGE_SUFFIXES, RandomPatches
 from codec.train.export import write_weights
 from codec.train.warmstart import init_from
@@ -164,10 +165,9 @@ def train(run_dir: str | Path, cfg: dict, resume: bool = False, checkpoint_every
             dist.all_gather_object(rng_states, torch.get_rng_state())
         if not main_process:
             return
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-                    "step": step, "elapsed": elapsed, "torch_rng": rng_states, "config": cfg}, tmp)
-        tmp.replace(ckpt_path)
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+                 "step": step, "elapsed": elapsed, "torch_rng": rng_states, "config": cfg}
+        write_atomic_with(ckpt_path, lambda tmp: torch.save(state, tmp))
 
     def should_stop() -> bool:
         flag = stop["now"] or time.time() > deadline or step == stop_after
