@@ -9,6 +9,7 @@ import pytest
 from codec import zoo
 from codec.cli import main
 from codec.errors import NeurocodecError, WeightsError
+from codec.files import sha256_file
 
 from conftest import ROOT
 
@@ -25,7 +26,7 @@ def test_every_shipped_file_is_the_release_its_name_says():
             assert r["release"] == f"{model}@{r['sha256'][:16]}"
             path = ROOT / "weights" / zoo.release_file(model, r["sha256"])
             if path.exists():
-                assert zoo.file_sha256(path) == r["sha256"]
+                assert sha256_file(path) == r["sha256"]
                 named.append(path.name)
             else:
                 assert "commit" in r and "path" in r, f"{r['release']} is neither installed nor in git history"
