@@ -19,16 +19,22 @@ def curve(results: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(by_name[name]["bpp"]), np.array(by_name[name]["psnr-rgb"])
 
 
+def psnr_at(bpp: float, other_bpp: np.ndarray, other_psnr: np.ndarray) -> float | None:
+    """The other curve's PSNR at ``bpp``, linear in log bpp; None outside its measured range."""
+    if not other_bpp.min() <= bpp <= other_bpp.max():
+        return None
+    order = np.argsort(other_bpp)
+    return float(np.interp(np.log(bpp), np.log(other_bpp[order]), other_psnr[order]))
+
+
 def main(path: str, codec: str, other: str) -> None:
     results = json.load(open(path))
     bpp, psnr = curve(results, codec)
     other_bpp, other_psnr = curve(results, other)
-    order = np.argsort(other_bpp)
     print(f"| bpp | {codec} PSNR | {other} PSNR | difference (dB) |\n|---:|---:|---:|---:|")
     for b, p in zip(bpp, psnr):
-        inside = other_bpp.min() <= b <= other_bpp.max()
-        q = np.interp(np.log(b), np.log(other_bpp[order]), other_psnr[order]) if inside else None
-        print(f"| {b:.3f} | {p:.2f} | " + (f"{q:.2f} | {p - q:+.2f} |" if inside else "- | - |"))
+        q = psnr_at(b, other_bpp, other_psnr)
+        print(f"| {b:.3f} | {p:.2f} | " + ("- | - |" if q is None else f"{q:.2f} | {p - q:+.2f} |"))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def main() -> None:
             folder = None
             if name not in manifest():
                 torch.manual_seed(0)
-                write_weights(get_preset(name).build(), name, Path(tmp) / f"{name}.safetensors", "float32")
+                write_weights(get_preset(name).build(), name, Path(tmp), "float32")
                 folder = tmp
             with _weights_from(folder) if folder else contextlib.nullcontext():
                 net, _ = load_model(name)  # weight loading is not timed

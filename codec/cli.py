@@ -168,8 +168,12 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from codec.zoo import list_models
+    from codec.zoo import install_release, list_models
 
+    if args.models_command == "install":
+        for release in args.releases:
+            print(f"installed {release}: {install_release(release)}")
+        return 0
     models = list_models()
     if args.json:
         print(json.dumps(models, indent=1))
@@ -179,7 +183,10 @@ def _cmd_models(args) -> int:
         mark = "yes" if m["weights_shipped"] else "no"
         name = m["name"] + (" *" if m["default"] else "")
         print(f"{name:20s} {m['kind']:6s} {m['likelihood']:10s} {mark:8s} {m['description']}")
-    print("* default model", file=sys.stderr)
+        for r in m["releases"] if args.all else []:
+            where = "installed" if r["installed"] else f"in commit {r['commit'][:12]}" if "commit" in r else "missing"
+            print(f"    {r['release']}  shipped {r['shipped']}  {where}")
+    print("* default model" + ("" if args.all else "; --all lists every weight release"), file=sys.stderr)
     return 0
 
 
@@ -260,9 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_limit_flags(p)
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("models", help="list the model presets and whether weights are shipped")
+    p = sub.add_parser("models", help="list the model presets and their weight releases; install older releases",
+                       description="List the model presets and whether weights are installed. A weight release "
+                                   "is named MODEL@ID (ID: the first 16 hex digits of its sha256, recorded in every "
+                                   ".ncf file); `--model MODEL` means its newest release.")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_cmd_models)
+    p.add_argument("--all", action="store_true", help="also list every release ever shipped, installed or not")
+    p.set_defaults(func=_cmd_models, models_command=None)
+    i = p.add_subparsers(dest="models_command", metavar="install").add_parser(
+        "install", help="restore older weight releases from the git history of this checkout (see --all)")
+    i.add_argument("releases", nargs="+", metavar="MODEL@ID", help="releases to install (sha256-checked)")
 
     p = sub.add_parser("demo", help="start the web demo (Gradio) in this process")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")

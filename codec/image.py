@@ -47,9 +47,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from codec import entropy
 from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, Section, pack_streams,
                              read_container, sections_by_name, unpack_streams, write_container)
-from codec.errors import NeurocodecError, WeightsError
+from codec.errors import NeurocodecError
 from codec.refine import refine_latents
-from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model
+from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model, split_release
 
 COLOR_FORMAT = "rgb8"
 CODER_VERSION = 3
@@ -366,11 +366,12 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     """
     if refine < 0:
         raise NeurocodecError(f"refine steps must be >= 0, got {refine}")
-    name = model or DEFAULT_IMAGE_MODEL
+    release = model or DEFAULT_IMAGE_MODEL  # MODEL (its newest release) or MODEL@ID
+    name, _ = split_release(release)
     preset = get_preset(name)
     if preset.kind != "image":
         raise NeurocodecError(f"model {name!r} is a {preset.kind} model, not an image model")
-    net, sha = load_model(name)
+    net, sha = load_model(release)
     if not 1.0 <= float(quality) <= net.levels:
         raise NeurocodecError(f"quality must be in [1, {net.levels}], got {quality}")
     quality = float(np.float32(quality))  # the header stores float32; decode must see the same value
@@ -427,10 +428,7 @@ def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
     """
     if header.media != MediaKind.IMAGE:
         raise NeurocodecError("this file holds a video, not an image")
-    net, sha = load_model(header.model)
-    if bytes.fromhex(sha[:16]) != header.weights_hash:
-        raise WeightsError(f"file was made with model {header.model!r} weights {header.weights_hash.hex()}, "
-                           f"but the installed weights are {sha[:16]}: install the matching weights")
+    net, _ = load_model(f"{header.model}@{header.weights_hash.hex()}")  # the exact release it was made with
     if header.pad_width % net.stride or header.pad_height % net.stride or \
             header.pad_width - header.width >= net.stride or header.pad_height - header.height >= net.stride:
         raise NcfError(f"inconsistent padding {header.pad_width}x{header.pad_height} for "

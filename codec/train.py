@@ -312,13 +312,14 @@ def init_from(model, path: str | Path, noise: float = 0.25) -> list[str]:
 
 
 def _likelihood_of(path: str | Path) -> str | None:
-    """The likelihood family of a weights file, from the manifest.json beside it (None if it
-    does not say)."""
+    """The likelihood family of a weights file, from the manifest.json beside it listing the
+    file's sha256 among a model's releases (None if it does not say)."""
     manifest = Path(path).parent / "manifest.json"
     if not manifest.exists():
         return None
+    sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     for entry in json.loads(manifest.read_text()).values():
-        if entry.get("file") == Path(path).name:
+        if any(r["sha256"] == sha256 for r in entry.get("releases", [])):
             return entry.get("config", {}).get("likelihood")
     return None
 
@@ -396,7 +397,7 @@ class Validator:
 
         rows = []
         with tempfile.TemporaryDirectory() as tmp, _weights_from(tmp):
-            write_weights(model, self.preset, Path(tmp) / f"{self.preset}.safetensors", "float16")
+            write_weights(model, self.preset, Path(tmp), "float16")
             for q in self.qualities:
                 bpp, quality = [], []
                 for path in self.paths:
@@ -432,25 +433,30 @@ def _weights_from(folder: str):
         image_codec.cache_clear()
 
 
-def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", extra: dict | None = None,
+def write_weights(model, preset_name: str, folder: Path, dtype: str = "float16", extra: dict | None = None,
                   kodak_results: str | Path | None = None) -> dict:
-    """Write a model's weights as safetensors plus its manifest.json entry beside it.
+    """Write a model's weights as a new release `folder/<preset>@<id>.safetensors` and make
+    it the preset's newest release in `folder/manifest.json` (older releases stay listed).
 
-    The entropy bottleneck's quantized CDF tables are computed here, once, and shipped in
-    the file, so encoder and decoder read identical tables instead of recomputing them.
-    Float tensors are stored as `dtype` (but for the likelihood bounds); the codec computes
-    in float32 from what is stored. `kodak_results`: an `eval images` JSON that measured
-    exactly these weights; its curve goes into the entry (see `kodak_entry`).
+    A release file is never rewritten: its name is its content's hash. The entropy
+    bottleneck's quantized CDF tables are computed here, once, and shipped in the file, so
+    encoder and decoder read identical tables instead of recomputing them. Float tensors are
+    stored as `dtype` (but for the likelihood bounds); the codec computes in float32 from
+    what is stored. `kodak_results`: an `eval images` JSON that measured exactly these
+    weights; its curve goes into the entry (see `kodak_entry`).
     """
+    import datetime
+
     import torch
     from safetensors.torch import save
 
     from codec import files
-    from codec.zoo import get_preset
+    from codec.zoo import get_preset, release_file
 
     preset = get_preset(preset_name)
-    if path.name != preset.weights_file:
-        raise ValueError(f"the weights of {preset_name!r} must be named {preset.weights_file}, not {path.name}")
+    folder = Path(folder)
+    if folder.suffix == ".safetensors":
+        raise ValueError(f"give the weights folder, not a file name: releases are named {preset_name}@<id>.safetensors")
     model = copy.deepcopy(model).cpu().eval()
     model.entropy_bottleneck.update(force=True)
     cast = getattr(torch, dtype)
@@ -458,13 +464,20 @@ def write_weights(model, preset_name: str, path: Path, dtype: str = "float16", e
     tensors = {k: (v.to(cast) if v.is_floating_point() and not k.endswith(".bound") else v).detach().contiguous()
                for k, v in model.state_dict().items()}
     data = save(tensors)
-    entry = {"preset": preset_name, "file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "dtype": dtype,
+    sha256 = hashlib.sha256(data).hexdigest()
+    name = release_file(preset_name, sha256)
+    entry = {"preset": preset_name, "file": name, "sha256": sha256, "dtype": dtype,
              "config": preset.config, "lambdas": list(model.lambdas), **(extra or {})}
     if kodak_results is not None:  # checked before anything is written
         entry["kodak"] = kodak_entry(kodak_results, preset_name, entry["sha256"])
-    files.write_atomic(str(path), data)
-    manifest_path = path.parent / "manifest.json"
+    manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    older = [r for r in manifest.get(preset_name, {}).get("releases", []) if r["sha256"] != sha256]
+    release = {"release": f"{preset_name}@{sha256[:16]}", "sha256": sha256,
+               "shipped": datetime.date.today().isoformat()}
+    entry["releases"] = [release] + older
+    if not (folder / name).exists():
+        files.write_atomic(str(folder / name), data)
     manifest[preset_name] = entry
     _write_manifest(manifest_path, manifest)
     return entry
@@ -523,7 +536,7 @@ def record_kodak(results_path: str | Path, weights_dir: str | Path) -> list[str]
 
 def export_weights(run_dir: str | Path, output: str | Path, dtype: str = "float16",
                    kodak_results: str | Path | None = None) -> dict:
-    """Export a run's checkpoint to `output` (named `<preset>.safetensors`) and its manifest entry:
+    """Export a run's checkpoint as a new release in the weights folder `output` and its manifest entry:
     config, sha256, steps, wall-clock, data, settings, the last validation results and,
     given `kodak_results`, the Kodak curve measured with these weights."""
     import torch
@@ -581,7 +594,7 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="train_command", metavar="{export,record-kodak}")
     e = sub.add_parser("export", help="write a run's weights as safetensors with their manifest entry")
     e.add_argument("run_dir", help="run folder holding checkpoint.pt")
-    e.add_argument("-o", "--output", required=True, help="WEIGHTS_DIR/<preset>.safetensors (manifest.json goes beside it)")
+    e.add_argument("-o", "--output", required=True, help="weights folder (e.g. weights): the release is written there as <preset>@<id>.safetensors, never over an existing file, and becomes the preset's newest in its manifest.json")
     e.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored float type (default float16)")
     e.add_argument("--kodak", metavar="RESULTS_JSON",
                    help="an `eval images` JSON measured with these weights (export, evaluate, export again "
@@ -600,10 +613,11 @@ def _cmd_train(args) -> int:
         return 0
     if args.train_command == "export":
         entry = export_weights(args.run_dir, args.output, args.dtype, args.kodak)
-        print(f"wrote {args.output} ({entry['training']['steps']} steps, sha256 {entry['sha256'][:16]}...)")
+        print(f"wrote release {entry['releases'][0]['release']} to {Path(args.output) / entry['file']} "
+              f"({entry['training']['steps']} steps)")
         return 0
     if not args.run:
-        raise ValueError("give --run FOLDER (or `train export RUN -o FILE`)")
+        raise ValueError("give --run FOLDER (or `train export RUN -o WEIGHTS_DIR`)")
     cfg = {}
     saved = Path(args.run) / "config.json"
     if args.resume and saved.exists():

@@ -1,7 +1,12 @@
-"""Model registry: preset name -> model class, config, weights file and its sha256.
+"""Model registry: preset name -> model class and config; weight releases -> files.
 
-Weights are safetensors only (no pickles: a weights file can never run code) and are
-checked against the sha256 in `weights/manifest.json` before they are loaded.
+A weight release is one immutable weights file of a preset, named `MODEL@ID` where ID is
+the first 16 hex digits of the file's sha256 (the hash every `.ncf` file records). A name
+without `@ID` means the preset's newest release. `weights/manifest.json` lists, per preset,
+the newest release's metadata and every release ever shipped (`releases`, newest first):
+installed ones by file name, older ones by the commit whose tree still holds them, from
+which `install_release` restores them. Weights are safetensors only (no pickles: a
+weights file can never run code) and are checked against their sha256 before loading.
 """
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import functools
 import hashlib
 import json
 import os
+import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +42,6 @@ class Preset:
     config: dict = field(default_factory=dict)
     likelihood: str = "gaussian"
     description: str = ""
-
-    @property
-    def weights_file(self) -> str:
-        return f"{self.name}.safetensors"
 
     def build(self) -> torch.nn.Module:
         return self.model_class(**self.config)
@@ -90,27 +93,102 @@ def get_preset(name: str) -> Preset:
         raise NeurocodecError(f"unknown model {name!r}; available: {', '.join(PRESETS)}") from None
 
 
+RELEASE_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def release_file(model: str, sha256: str) -> str:
+    """The file name of a release: `MODEL@ID.safetensors`."""
+    return f"{model}@{sha256[:16]}.safetensors"
+
+
+def split_release(name: str) -> tuple[str, str | None]:
+    """`MODEL` -> (MODEL, None); `MODEL@ID` -> (MODEL, ID); NeurocodecError if malformed."""
+    model, at, release_id = name.partition("@")
+    if at and not RELEASE_ID.fullmatch(release_id):
+        raise NeurocodecError(f"malformed weights release {name!r}: expected MODEL@ID, ID = 16 lowercase hex digits")
+    get_preset(model)
+    return model, release_id or None
+
+
+def releases(model: str) -> list[dict]:
+    """Every release of `model` ever shipped, newest first: {release, sha256, shipped,
+    installed (its file is in weights_dir()), and for releases shipped before releases were
+    kept as files, the commit + path that hold them in the repository's history}."""
+    entry = manifest().get(model)
+    return [{**r, "installed": (weights_dir() / release_file(model, r["sha256"])).exists()}
+            for r in (entry or {}).get("releases", [])]
+
+
+def find_release(name: str) -> dict:
+    """The release `name` (`MODEL` or `MODEL@ID`) stands for, installed and listed;
+    WeightsError naming it, and where it comes from, otherwise."""
+    model, release_id = split_release(name)
+    known = releases(model)
+    if not known:
+        raise WeightsError(f"no weights shipped for model {model!r} (manifest.json in {weights_dir()} lists none)")
+    found = [r for r in known if r["sha256"].startswith(release_id)] if release_id else known[:1]
+    if not found:
+        raise WeightsError(f"unknown weights release {model}@{release_id}: no release of neurocodec shipped it")
+    release = found[0]
+    if not release["installed"]:
+        raise WeightsError(f"weights release {release['release']} is not installed: {_where(release)}")
+    return release
+
+
+def _where(release: dict) -> str:
+    if "commit" in release:
+        return (f"it was shipped as {release['path']} in commit {release['commit'][:12]} ({release['shipped']}); "
+                f"run `neurocodec models install {release['release']}` in a git clone of neurocodec")
+    return f"reinstall neurocodec to get {release_file(*release['release'].split('@'))}"
+
+
 def weights_sha256(name: str) -> str:
-    """The sha256 the manifest records for a preset's weights; WeightsError if none shipped."""
-    entry = manifest().get(name)
-    path = weights_dir() / get_preset(name).weights_file
-    if entry is None or not path.exists():
-        raise WeightsError(f"no weights shipped for model {name!r} (expected {path} listed in manifest.json)")
-    return entry["sha256"]
+    """The sha256 of the release `name` stands for; WeightsError if it is not installed."""
+    return find_release(name)["sha256"]
 
 
 def list_models() -> list[dict]:
-    """One entry per preset: name, kind, likelihood, whether weights are shipped, quality range."""
-    shipped = manifest()
+    """One entry per preset: name, kind, likelihood, whether weights are shipped, quality range,
+    and its releases (newest first) with whether each is installed."""
     out = []
     for p in PRESETS.values():
-        has = p.name in shipped and (weights_dir() / p.weights_file).exists()
+        rel = releases(p.name)
         levels = len(p.config.get("lambdas", DEFAULT_LAMBDAS)) if p.kind == "image" else None
         out.append({"name": p.name, "kind": p.kind, "likelihood": p.likelihood,
-                    "weights_shipped": has, "default": p.name == DEFAULT_IMAGE_MODEL,
+                    "weights_shipped": bool(rel) and rel[0]["installed"], "default": p.name == DEFAULT_IMAGE_MODEL,
                     "qualities": [1.0, float(levels)] if levels else None,
-                    "description": p.description})
+                    "description": p.description, "releases": rel})
     return out
+
+
+def install_release(name: str, repository: str | Path | None = None) -> Path:
+    """Restore an older release into weights_dir() from the git history of `repository`
+    (default: the checkout this code runs from), checked against its sha256. Written
+    atomically; an installed release is left as it is."""
+    from codec.files import write_atomic
+
+    model, release_id = split_release(name)
+    if release_id is None:
+        raise NeurocodecError(f"name the release to install as MODEL@ID (see `neurocodec models --all`), not {name!r}")
+    found = [r for r in releases(model) if r["sha256"].startswith(release_id)]
+    if not found:
+        raise WeightsError(f"unknown weights release {name}: no release of neurocodec shipped it")
+    release = found[0]
+    target = weights_dir() / release_file(model, release["sha256"])
+    if target.exists() and file_sha256(target) == release["sha256"]:
+        return target
+    if "commit" not in release:
+        raise WeightsError(f"weights release {name} is not in the repository's history: {_where(release)}")
+    repository = Path(repository or Path(__file__).resolve().parent.parent)
+    got = subprocess.run(["git", "-C", str(repository), "show", f"{release['commit']}:{release['path']}"],
+                         capture_output=True)
+    if got.returncode != 0:
+        raise WeightsError(f"cannot read {release['path']} at commit {release['commit'][:12]} from {repository} "
+                           f"(a git clone of neurocodec is needed): {got.stderr.decode().strip()}")
+    if hashlib.sha256(got.stdout).hexdigest() != release["sha256"]:
+        raise WeightsError(f"{release['path']} at commit {release['commit'][:12]} is not release {name}")
+    write_atomic(str(target), got.stdout)
+    return target
 
 
 def file_sha256(path: Path) -> str:
@@ -123,15 +201,15 @@ def file_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=4)
 def load_model(name: str) -> tuple[torch.nn.Module, str]:
-    """The preset with its shipped weights, in eval mode, and the weights' sha256."""
-    preset = get_preset(name)
-    expected = weights_sha256(name)
-    path = weights_dir() / preset.weights_file
+    """The preset with the weights of release `name` (`MODEL`: its newest; `MODEL@ID`), in
+    eval mode, and the weights' sha256. A file that does not match its release is refused."""
+    release = find_release(name)
+    path = weights_dir() / release_file(*release["release"].split("@"))
     actual = file_sha256(path)
-    if actual != expected:
+    if actual != release["sha256"]:
         raise WeightsError(f"weights file {path} is corrupted or replaced: sha256 {actual[:16]}... "
-                           f"but manifest.json says {expected[:16]}...")
-    return build_with_weights(name, path), actual
+                           f"but release {release['release']} is {release['sha256'][:16]}...")
+    return build_with_weights(split_release(name)[0], path), actual
 
 
 def build_with_weights(name: str, path: str | Path) -> torch.nn.Module:

@@ -27,7 +27,7 @@ def _export_random(weights_dir, name: str, seed: int) -> None:
     """A randomly initialised preset, exported like a trained one (CDF tables, manifest entry)."""
     torch.manual_seed(seed)
     model = zoo.get_preset(name).build()
-    write_weights(model, name, weights_dir / f"{name}.safetensors", "float32")
+    write_weights(model, name, weights_dir, "float32")
 
 
 def _use_weights(monkeypatch, folder) -> None:

@@ -56,7 +56,7 @@ def random_mlic_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
     for i, name in enumerate(("mlic-tiny-gaussian", "mlic-tiny-gmm")):
         torch.manual_seed(i)
-        write_weights(zoo.get_preset(name).build(), name, folder / f"{name}.safetensors", "float32")
+        write_weights(zoo.get_preset(name).build(), name, folder, "float32")
     return folder
 
 

@@ -81,7 +81,7 @@ def test_untiled_file_too_large_for_one_tile_is_refused(photo):
 def test_tampered_weights_are_refused(tmp_path, monkeypatch, photo):
     data = encode_image(photo[:32, :32], model="hyperprior-small", quality=2)
     shutil.copytree(zoo.weights_dir(), tmp_path / "w")
-    path = tmp_path / "w" / "hyperprior-small.safetensors"
+    path = tmp_path / "w" / zoo.manifest()["hyperprior-small"]["file"]
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 1
     path.write_bytes(bytes(raw))
@@ -91,7 +91,7 @@ def test_tampered_weights_are_refused(tmp_path, monkeypatch, photo):
         with pytest.raises(WeightsError, match="corrupted or replaced"):
             decode_image(data)
         path.unlink()
-        with pytest.raises(WeightsError, match="no weights shipped for model 'hyperprior-small'"):
+        with pytest.raises(WeightsError, match=r"release hyperprior-small@[0-9a-f]{16} is not installed"):
             decode_image(data)
     finally:
         monkeypatch.undo()

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 import codec
 from codec.cli import main
 from codec.train import _weights_from, export_weights, record_kodak, train
+from codec.zoo import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,11 +64,14 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
 
     weights = tmp_path / "weights"
     weights.mkdir()
-    assert main(["train", "export", str(run), "-o", str(weights / "hyperprior-small.safetensors")]) == 0
+    assert main(["train", "export", str(run), "-o", str(weights)]) == 0
     entry = json.loads((weights / "manifest.json").read_text())["hyperprior-small"]
     assert entry["training"]["steps"] == 2 and entry["dtype"] == "float16"
     assert entry["training"]["validation"]["bpp"] == [float(r["bpp"]) for r in rows]
-    tensors = load_file(weights / "hyperprior-small.safetensors")
+    release_path = weights / entry["file"]
+    assert entry["file"] == f"hyperprior-small@{entry['sha256'][:16]}.safetensors"
+    assert [r["release"] for r in entry["releases"]] == [f"hyperprior-small@{entry['sha256'][:16]}"]
+    tensors = load_file(release_path)
     assert tensors["g_a.0.weight"].dtype == torch.float16
     bound = tensors["gaussian_conditional.likelihood_lower_bound.bound"]
     assert bound.dtype == torch.float32 and bound.item() == pytest.approx(1e-9)  # not 0 as float16
@@ -78,7 +82,7 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
             data = codec.encode_image(rgb, model="hyperprior-small", quality=float(row["quality"]))
             assert float(row["bpp"]) == pytest.approx(len(data) * 8 / rgb[..., 0].size, abs=1e-4)
 
-    with pytest.raises(ValueError, match="must be named"):
+    with pytest.raises(ValueError, match="give the weights folder"):
         export_weights(run, weights / "other.safetensors")
 
     # the Kodak curve enters the manifest only from an evaluation of exactly these weights
@@ -87,10 +91,9 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
         assert main(["eval", "images", str(folders / "val"), "--codecs", "neurocodec:hyperprior-small,jpeg",
                      "--qualities", "neurocodec=1,8", "jpeg=50,90", "--anchor", "jpeg", "--workers", "1",
                      "--out", str(results), "--reference", "none"]) == 0
-    weights_bytes = (weights / "hyperprior-small.safetensors").read_bytes()
-    assert main(["train", "export", str(run), "-o", str(weights / "hyperprior-small.safetensors"),
-                 "--kodak", str(results)]) == 0
-    assert (weights / "hyperprior-small.safetensors").read_bytes() == weights_bytes  # export is deterministic
+    weights_bytes = release_path.read_bytes()
+    assert main(["train", "export", str(run), "-o", str(weights), "--kodak", str(results)]) == 0
+    assert sorted(weights.glob("*.safetensors")) == [release_path]  # export is deterministic: the same release
     kodak = json.loads((weights / "manifest.json").read_text())["hyperprior-small"]["kodak"]
     measured = json.loads(results.read_text())["codecs"][0]["results"]
     assert kodak["quality"] == [1.0, 8.0] and kodak["images"] == 1
@@ -107,12 +110,28 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
           "--steps", "1", "--crop", "64", "--batch", "1", "--threads", "1", "--no-bf16", "--seed", "2"])
     manifest = (weights / "manifest.json").read_bytes()
     with pytest.raises(ValueError, match="other weights"):
-        export_weights(other, weights / "hyperprior-small.safetensors", kodak_results=results)
-    assert (weights / "hyperprior-small.safetensors").read_bytes() == weights_bytes  # nothing written
+        export_weights(other, weights, kodak_results=results)
+    assert sorted(weights.glob("*.safetensors")) == [release_path]  # nothing written
     assert (weights / "manifest.json").read_bytes() == manifest
-    export_weights(other, weights / "hyperprior-small.safetensors")
+    with _weights_from(str(weights)):
+        old_file = codec.encode_image(rgb, model="hyperprior-small", quality=3.0)
+    newer = export_weights(other, weights)
     with pytest.raises(ValueError, match="other weights"):
         record_kodak(results, weights)
+    # a new release never replaces an older one: the name means the newest, files made with
+    # the older one still decode with it, and it can still be chosen by name
+    assert release_path.read_bytes() == weights_bytes
+    assert [r["sha256"] for r in newer["releases"]] == [newer["sha256"], entry["sha256"]]
+    with _weights_from(str(weights)):
+        assert codec.read_info(old_file)["weights_hash"] == entry["sha256"][:16]
+        assert codec.decode_image(old_file).shape == rgb.shape
+        again = codec.encode_image(rgb, model=f"hyperprior-small@{entry['sha256'][:16]}", quality=3.0)
+        assert again == old_file
+        assert codec.encode_image(rgb, model="hyperprior-small", quality=3.0) != old_file
+        release_path.unlink()
+        load_model.cache_clear()  # a process keeps the models it has loaded
+        with pytest.raises(codec.NeurocodecError, match=f"hyperprior-small@{entry['sha256'][:16]} is not installed"):
+            codec.decode_image(old_file)
 
 
 def test_settings_flags_override_saved_config_on_resume(folders, tmp_path, capsys):
@@ -176,8 +195,7 @@ def test_init_carries_a_gaussian_model_to_the_gg_family_as_the_same_law(tmp_path
     with torch.no_grad():
         for p in gauss.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    path = tmp_path / "mlic-tiny-gaussian.safetensors"
-    write_weights(gauss, "mlic-tiny-gaussian", path, "float32")
+    path = tmp_path / write_weights(gauss, "mlic-tiny-gaussian", tmp_path, "float32")["file"]
     gg = get_preset("mlic-tiny-gg").build().eval()
     assert len(init_from(gg, path)) == len(dict(gg.named_parameters()))
     x, q = torch.rand(1, 3, 128, 128), torch.tensor([3.0])
