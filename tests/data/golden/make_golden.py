@@ -33,7 +33,6 @@ ROOT = GOLDEN.parents[2]
 sys.path.insert(0, str(ROOT))  # this checkout's codec, not an installed one
 
 import codec  # noqa: E402
-from codec.zoo import weights_sha256  # noqa: E402
 
 MANIFEST = GOLDEN / "golden.json"
 SOURCE_IMAGE = "examples/kodim23.png"
@@ -43,10 +42,12 @@ CURRENT_CROPS = [(2.0, (128, 160, 256, 256)), (6.5, (432, 148, 544, 228))]
 
 
 def installed_releases() -> list[tuple[str, str]]:
-    """(model name, weights hash as a file records it: 16 hex digits) of every installed image
-    weights release. The one place that knows how releases are listed."""
-    return [(m["name"], weights_sha256(m["name"])[:16])
-            for m in codec.list_models() if m["kind"] == "image" and m["weights_shipped"]]
+    """(model name, weights hash as a file records it: 16 hex digits) of every image weights
+    release this checkout ships as a file. Releases from before releases were kept as files,
+    restorable from git history (`neurocodec models install`, they have a "commit"), are left
+    out even where installed: a golden file must decode in a fresh clone."""
+    return [(m["name"], r["sha256"][:16]) for m in codec.list_models() if m["kind"] == "image"
+            for r in m["releases"] if r["installed"] and "commit" not in r]
 
 
 def kernel_set() -> dict:
