@@ -3,8 +3,9 @@
     python tests/data/golden/make_golden.py
     python tests/data/golden/make_golden.py --record v2-....ncf --commit C --box L U R B --made-with "..."
 
-The first form encodes, for every installed weights release that has no golden file of the
-current coder version yet, the crops of `CURRENT_CROPS` (one per quality) and records each file.
+The first form encodes, for every weights release shipped as a file (`installed_releases`)
+that has no golden file of the current coder version yet, the crops of `CURRENT_CROPS` (one
+per quality) and records each file.
 The second records a file that an older checkout wrote: coder versions 1 and 2 are NOT
 re-created by this script (today's encoder writes only the current version, and a file patched
 into an old layout would prove nothing); they were encoded by the CLI of the last commit that
