@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -220,8 +221,11 @@ def test_ddp_two_cpu_processes_stay_in_sync(folders, tmp_path):
         model = train({str(tmp_path / "run")!r}, cfg)
         torch.save(model.state_dict(), {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
     """))
+    with socket.socket() as free:  # a port no other test run on this machine holds
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_port", "29517", str(script)], check=True, cwd=ROOT, timeout=300,
+                    "--master_port", str(port), str(script)], check=True, cwd=ROOT, timeout=300,
                    env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(r0[k], r1[k]) for k in r0)  # gradients were averaged across processes
