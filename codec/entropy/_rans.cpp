@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -170,8 +171,12 @@ static std::vector<double> GGTAB;
 static GGInfo GGI[N_BETAS];
 static double BETAS[N_BETAS], GG_TMAX[N_BETAS];
 
-static double SCALES[N_SCALES], INV_SCALES[N_SCALES];
-static int64_t W_GAUSS[N_SCALES], W_LAPLACE[N_SCALES];
+// one row per scale code, everything a symbol's setup reads in one cache line
+struct ScaleRow {
+  double scale, inv;        // scale, 1 / scale
+  int64_t w_gauss, w_laplace;  // support half-widths
+};
+static ScaleRow SC[N_SCALES];
 
 static double erf_series(double x) {  // x >= 0, absolute error ~1e-16
   double x2 = x * x, term = x, sum = 0.0;
@@ -216,6 +221,7 @@ static int ifloor(double x) {
 }
 
 static bool g_initialized = false;
+static void init_gauss_inverse();
 static void init_tables() {
   if (g_initialized) return;
   for (int j = 0; j < 64; ++j) EXP2TAB[j] = exp2_slow((double)j / 64.0);
@@ -250,10 +256,11 @@ static void init_tables() {
   }
   // scales
   for (int i = 0; i < N_SCALES; ++i) {
-    SCALES[i] = exp2_slow((double)SCALE_LOG2_MIN + (double)i / SCALE_STEPS_PER_OCTAVE);
-    INV_SCALES[i] = 1.0 / SCALES[i];
-    W_GAUSS[i] = (int64_t)(GAUSS_TAIL * SCALES[i]) + 2;
-    W_LAPLACE[i] = (int64_t)(LAPLACE_TAIL * SCALES[i]) + 2;
+    ScaleRow& r = SC[i];
+    r.scale = exp2_slow((double)SCALE_LOG2_MIN + (double)i / SCALE_STEPS_PER_OCTAVE);
+    r.inv = 1.0 / r.scale;
+    r.w_gauss = (int64_t)(GAUSS_TAIL * r.scale) + 2;
+    r.w_laplace = (int64_t)(LAPLACE_TAIL * r.scale) + 2;
   }
   // generalized Gaussian
   const double lb0 = log2_slow(BETA_MIN), lb1 = log2_slow(BETA_MAX);
@@ -300,6 +307,7 @@ static void init_tables() {
       hermite(f[i], f[i + 1], I.C0 * ex[i] * dt, I.C0 * ex[i + 1] * dt, &tab[4 * i]);
     }
   }
+  init_gauss_inverse();
   g_initialized = true;
 }
 
@@ -344,6 +352,48 @@ static inline double gg_cdf(double z, int j) {
   return 0.5 + with_sign_of(g, z);
 }
 
+// ------------------------------------------------------------------ decoder search start
+// The decoder looks for the k with C(k) <= cf < C(k + 1).  Where its search starts changes
+// only its speed, never its result (the search is exact from any start), so the start may
+// come from an approximate inverse CDF: the standard Gaussian quantile z(u) tabulated at
+// u = j / 2^QU_BITS (our own g, inverted by bisection; the end nodes at u = 2^-24, 1 - 2^-24),
+// linear in between, indexed by the top bits of the slot cf.
+static constexpr int QU_BITS = 10;
+// Gaussian symbols up to this scale start at the mode: C(mode), C(mode + 1) do not depend on
+// the coder's state, so they are computed while the previous symbol is still being decoded
+static constexpr double GAUSS_MODE_START = 1.0;
+static double QU[(1 << QU_BITS) + 1];
+static void init_gauss_inverse() {
+  const int n = 1 << QU_BITS;
+  for (int j = 0; j <= n; ++j) {
+    double u = j == 0 ? pow2i(-24) : (j == n ? 1.0 - pow2i(-24) : (double)j / n);
+    double t = u < 0.5 ? u : 1.0 - u;  // tail mass: 0.5 - g(|z|) = t
+    double lo = 0.0, hi = GZ_MAX;
+    for (int it = 0; it < 64; ++it) {
+      double m = 0.5 * (lo + hi);
+      if (0.5 - table_g(GTAB, GZ_STEPS, GZ_N, m) > t)
+        lo = m;
+      else
+        hi = m;
+    }
+    QU[j] = u < 0.5 ? -0.5 * (lo + hi) : 0.5 * (lo + hi);
+  }
+}
+// z with Phi(z) ~ (v + 0.5) / 2^prec for an integer v (clamped to [0, 2^prec))
+static inline double gauss_quantile(int64_t v, int prec) {
+  const int64_t vmax = ((int64_t)1 << prec) - 1;
+  v = v < 0 ? 0 : (v > vmax ? vmax : v);
+  const int sh = prec - QU_BITS;
+  int64_t j = v >> sh;
+  double f = (double)(v & (((int64_t)1 << sh) - 1)) * pow2i(-sh);
+  return QU[j] + f * (QU[j + 1] - QU[j]);
+}
+// the integer nearest to x (ties to even), for |x| < 2^51: a start, so any rounding would do
+static inline int64_t nearest_int(double x) {
+  const double big = 6755399441055744.0;  // 1.5 * 2^52
+  return (int64_t)((x + big) - big);
+}
+
 // ------------------------------------------------------------------ per-symbol models
 struct Ctx {
   int prec;
@@ -383,17 +433,26 @@ struct GaussModel {
   const int32_t *mean, *scale;
   inline void prefetch(size_t) const {}
   struct Sym : SymBase {
-    double mu, inv;
+    double mu, inv, scale;
   };
   inline void setup(size_t i, Sym& s, const Ctx& c) const {
     s.mu = (double)mean[i] * MEAN_SCALE;
     s.mode = mode_of(mean[i]);
     int si = scale[i];
-    s.inv = INV_SCALES[si];
-    int64_t W = W_GAUSS[si];
+    const ScaleRow& r = SC[scale[i]];
+    s.inv = r.inv;
+    s.scale = r.scale;
+    int64_t W = r.w_gauss;
     finish_support(s, s.mode - W, s.mode + W, c);
   }
   inline double F(const Sym& s, int64_t k) const { return gauss_cdf(((double)k - 0.5 - s.mu) * s.inv); }
+  // decoder: scales up to 0.5 use the window mu - 1.5 .. mu + 1.5 (>= 3 sigma), wider ones
+  // the inverse CDF
+  inline int64_t start(const Sym& s, uint32_t cf, const Ctx& c) const {
+    if (s.scale <= GAUSS_MODE_START) return s.mode;
+    // cf less the leaky part C(k) - M F(k) = k - lo of symbols near the mode
+    return nearest_int(s.mu + gauss_quantile((int64_t)cf - (s.mode - s.lo), c.prec) * s.scale);
+  }
 };
 struct LaplaceModel {
   const int32_t *mean, *scale;
@@ -404,12 +463,13 @@ struct LaplaceModel {
   inline void setup(size_t i, Sym& s, const Ctx& c) const {
     s.mu = (double)mean[i] * MEAN_SCALE;
     s.mode = mode_of(mean[i]);
-    int si = scale[i];
-    s.inv = INV_SCALES[si];
-    int64_t W = W_LAPLACE[si];
+    const ScaleRow& r = SC[scale[i]];
+    s.inv = r.inv;
+    int64_t W = r.w_laplace;
     finish_support(s, s.mode - W, s.mode + W, c);
   }
   inline double F(const Sym& s, int64_t k) const { return laplace_cdf(((double)k - 0.5 - s.mu) * s.inv); }
+  inline int64_t start(const Sym& s, uint32_t, const Ctx&) const { return s.mode; }
 };
 struct GGModel {
   const int32_t *mean, *scale, *beta;
@@ -422,21 +482,24 @@ struct GGModel {
     s.mu = (double)mean[i] * MEAN_SCALE;
     s.mode = mode_of(mean[i]);
     int si = scale[i];
-    s.inv = INV_SCALES[si];
+    s.inv = SC[si].inv;
     s.bj = beta[i];
-    double w = GG_TMAX[s.bj] * SCALES[si];
+    double w = GG_TMAX[s.bj] * SC[si].scale;
     int64_t W = w > 1e12 ? (int64_t)1e12 : (int64_t)w + 2;
     finish_support(s, s.mode - W, s.mode + W, c);
   }
   inline double F(const Sym& s, int64_t k) const { return gg_cdf(((double)k - 0.5 - s.mu) * s.inv, s.bj); }
+  inline int64_t start(const Sym& s, uint32_t, const Ctx&) const { return s.mode; }
 };
+// K (2..8) is a template parameter so that the component loops unroll.  Components with a
+// zero weight stay in the sums with weight 0: they add exact zeros, which leaves every
+// F (= 0.5 + the sum) bit-identical to skipping them, and no branch depends on the weights.
+template <int K>
 struct GMMModel {
   const int32_t *weight, *mean, *scale;
-  int K;
   inline void prefetch(size_t) const {}
   struct Sym : SymBase {
-    int n;
-    double w[MAX_K], mu[MAX_K], inv[MAX_K];  // w: normalized weights
+    double w[K], mu[K], inv[K], sd[K];  // w: normalized weights; sd: scales
   };
   // support: union of the components' supports; search start: mode of the heaviest component
   inline void setup(size_t i, Sym& s, const Ctx& c) const {
@@ -445,30 +508,29 @@ struct GMMModel {
     const int32_t* sc = scale + i * K;
     int64_t wsum = 0, lo = INT64_MAX, hi = INT64_MIN;
     int32_t best = -1;
-    s.n = 0;
     for (int q = 0; q < K; ++q) {
-      if (wc[q] <= 0) continue;
+      bool on = wc[q] > 0;
       int64_t m = mode_of(mc[q]);
-      int64_t W = W_GAUSS[sc[q]];
-      lo = std::min(lo, m - W);
-      hi = std::max(hi, m + W);
+      const ScaleRow& r = SC[sc[q]];
+      int64_t W = r.w_gauss;
+      lo = on ? std::min(lo, m - W) : lo;
+      hi = on ? std::max(hi, m + W) : hi;
       wsum += wc[q];
-      double mu = (double)mc[q] * MEAN_SCALE;
-      bool better = wc[q] > best;
+      bool better = on && wc[q] > best;
       best = better ? wc[q] : best;
       s.mode = better ? m : s.mode;
-      s.w[s.n] = (double)wc[q];
-      s.mu[s.n] = mu;
-      s.inv[s.n] = INV_SCALES[sc[q]];
-      s.n++;
+      s.w[q] = (double)wc[q];
+      s.mu[q] = (double)mc[q] * MEAN_SCALE;
+      s.inv[q] = r.inv;
+      s.sd[q] = r.scale;
     }
     double invW = 1.0 / (double)wsum;
-    for (int q = 0; q < s.n; ++q) s.w[q] *= invW;
+    for (int q = 0; q < K; ++q) s.w[q] *= invW;
     finish_support(s, lo, hi, c);
   }
   inline double F(const Sym& s, int64_t k) const {
     double x = (double)k - 0.5, acc = 0.0;
-    for (int q = 0; q < s.n; ++q) {
+    for (int q = 0; q < K; ++q) {
       double z = (x - s.mu[q]) * s.inv[q];
       acc += s.w[q] * with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z)), z);
     }
@@ -477,13 +539,26 @@ struct GMMModel {
   // F(k) and F(k + 1) in one pass (identical operations to two F calls)
   inline void F2(const Sym& s, int64_t k, double& f0, double& f1) const {
     double x0 = (double)k - 0.5, x1 = (double)(k + 1) - 0.5, a0 = 0.0, a1 = 0.0;
-    for (int q = 0; q < s.n; ++q) {
+    for (int q = 0; q < K; ++q) {
       double z0 = (x0 - s.mu[q]) * s.inv[q], z1 = (x1 - s.mu[q]) * s.inv[q];
       a0 += s.w[q] * with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z0)), z0);
       a1 += s.w[q] * with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z1)), z1);
     }
     f0 = 0.5 + a0;
     f1 = 0.5 + a1;
+  }
+  // decoder: the quantile at cf of the Gaussian with the mixture's mean and variance (its
+  // moments do not depend on the coder's state); narrow mixtures start at the mode
+  inline int64_t start(const Sym& s, uint32_t cf, const Ctx& c) const {
+    double m = 0.0, v = 0.0;
+    for (int q = 0; q < K; ++q) m += s.w[q] * s.mu[q];
+    for (int q = 0; q < K; ++q) {
+      double d = s.mu[q] - m;
+      v += s.w[q] * (s.sd[q] * s.sd[q] + d * d);
+    }
+    double sd = std::sqrt(v);
+    if (sd <= GAUSS_MODE_START) return s.mode;
+    return nearest_int(m + gauss_quantile((int64_t)cf - (s.mode - s.lo), c.prec) * sd);
   }
 };
 
@@ -494,6 +569,14 @@ static inline uint32_t cum(const Model& mdl, const typename Model::Sym& s, int64
   if (k > s.hi) return c.esc;
   return quant(mdl.F(s, k), s.R) + (uint32_t)(k - s.lo);
 }
+// C(k) for any k, without branches (for the decoder's window)
+template <class Model>
+static inline uint32_t cum_any(const Model& mdl, const typename Model::Sym& s, int64_t k, const Ctx& c) {
+  uint32_t v = quant(mdl.F(s, k), s.R) + (uint32_t)(k - s.lo);
+  v = k > s.hi ? c.esc : v;
+  return k <= s.lo ? 0 : v;
+}
+static constexpr int DEC_WIN = 4;
 template <class M, class = void>
 struct HasF2 : std::false_type {};
 template <class M>
@@ -576,10 +659,11 @@ struct Dec {
     pos = 2;
     if (x < RANS_L) throw CodingError("corrupt stream (invalid rANS state)");
   }
-  inline void advance(uint32_t start, uint32_t freq, uint32_t cf, int prec) {
+  [[noreturn]] static void read_past_end() { throw CodingError("truncated or corrupt stream (read past the end)"); }
+  inline __attribute__((always_inline)) void advance(uint32_t start, uint32_t freq, uint32_t cf, int prec) {
     x = (uint64_t)freq * (x >> prec) + cf - start;
     if (x < RANS_L) {
-      if (pos >= nw) throw CodingError("truncated or corrupt stream (read past the end)");
+      if (__builtin_expect(pos >= nw, 0)) read_past_end();
       x = (x << 32) | w[pos++];
     }
   }
@@ -670,9 +754,9 @@ static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t*
       out[i] = checked_symbol(s.lo + dec.get_escape_payload());
       continue;
     }
-    // search from the mode: invariant C(a) <= cf < C(b).  C(k0) and C(k0 + 1) are
-    // evaluated together (independent work) since most symbols sit at the mode.
-    int64_t k0 = std::min(std::max(s.mode, s.lo), s.hi);
+    // search from the model's start at cf (its approximate inverse CDF, or the mode), with
+    // C(k0) and C(k0 + 1) evaluated together; invariant C(a) <= cf < C(b)
+    int64_t k0 = std::min(std::max(mdl.start(s, cf, c), s.lo), s.hi);
     uint32_t c0, c1;
     cum2(mdl, s, k0, c, c0, c1);
     int64_t a, b;
@@ -780,6 +864,18 @@ static void validate_stream(int fam, const StreamIn& st) {
   }
 }
 
+template <int K, class Go>
+static void with_gmm(const StreamIn& st, Go&& go) {
+  if constexpr (K <= MAX_K) {
+    if (st.K != K) return with_gmm<K + 1>(st, go);
+    GMMModel<K> m;
+    m.weight = st.p[0];
+    m.mean = st.p[1];
+    m.scale = st.p[2];
+    go(m);
+  }
+}
+
 // Calls go(model) with the family's model over a stream's parameter arrays; the one place
 // that maps (family, K) to a model, shared by coding and the CDF introspection helper.
 template <class Go>
@@ -802,12 +898,7 @@ static void with_model(int fam, const StreamIn& st, Go&& go) {
     m.beta = st.p[2];
     go(m);
   } else {
-    GMMModel m;
-    m.weight = st.p[0];
-    m.mean = st.p[1];
-    m.scale = st.p[2];
-    m.K = st.K;
-    go(m);
+    with_gmm<2>(st, go);
   }
 }
 
@@ -1083,6 +1174,12 @@ static py::array_t<double> vec_to_array(const double* p, size_t n) {
   return a;
 }
 
+static py::array_t<double> scale_column(double ScaleRow::*col) {
+  py::array_t<double> a(N_SCALES);
+  for (int i = 0; i < N_SCALES; ++i) a.mutable_data()[i] = SC[i].*col;
+  return a;
+}
+
 // quantized cumulative frequencies C(k) for k = lo..hi+1 of one symbol (for tests/tools)
 py::tuple py_symbol_cdf(int fam, std::vector<IArr> params, int K, int prec) {
   Ctx c = checked_ctx(prec);
@@ -1143,8 +1240,8 @@ PYBIND11_MODULE(_rans, m) {
   m.attr("GAUSS_TAIL") = GAUSS_TAIL;
   m.attr("GZ_STEPS") = GZ_STEPS;
   m.attr("GZ_MAX") = GZ_MAX;
-  m.def("scale_table", []() { return vec_to_array(SCALES, N_SCALES); });
-  m.def("inv_scale_table", []() { return vec_to_array(INV_SCALES, N_SCALES); });
+  m.def("scale_table", []() { return scale_column(&ScaleRow::scale); });
+  m.def("inv_scale_table", []() { return scale_column(&ScaleRow::inv); });
   m.def("beta_table", []() { return vec_to_array(BETAS, N_BETAS); });
   m.def("gauss_table", []() {
     py::array_t<double> a({(py::ssize_t)GZ_N + 1, (py::ssize_t)4});
@@ -1153,7 +1250,7 @@ PYBIND11_MODULE(_rans, m) {
   });
   m.def("gauss_halfwidth_table", []() {
     py::array_t<int64_t> a(N_SCALES);
-    std::memcpy(a.mutable_data(), W_GAUSS, sizeof(W_GAUSS));
+    for (int i = 0; i < N_SCALES; ++i) a.mutable_data()[i] = SC[i].w_gauss;
     return a;
   });
   m.attr("RANS_L") = RANS_L;
