@@ -329,8 +329,14 @@ static inline double table_g(const double* tab, int steps, int n, double az) {
   const double* c = &tab[4 * i];
   return c[0] + s * (c[1] + s * (c[2] + s * c[3]));
 }
-static inline double gauss_cdf(double z) { return 0.5 + with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z)), z); }
-static inline double laplace_cdf(double z) { return 0.5 + with_sign_of(table_g(LTAB, LZ_STEPS, LZ_N, dabs(z)), z); }
+// sign(z) g(|z|) from a table whose g(0) is +0.  fabs and copysign are single bit operations;
+// they give the values of dabs / with_sign_of except that |-0| is +0, and g(+-0) is +0 either way.
+static inline double signed_g(const double* tab, int steps, int n, double z) {
+  return std::copysign(table_g(tab, steps, n, std::fabs(z)), z);
+}
+static inline double gauss_g(double z) { return signed_g(GTAB, GZ_STEPS, GZ_N, z); }
+static inline double gauss_cdf(double z) { return 0.5 + gauss_g(z); }
+static inline double laplace_cdf(double z) { return 0.5 + signed_g(LTAB, LZ_STEPS, LZ_N, z); }
 // z = x / alpha, beta index j
 static inline double gg_cdf(double z, int j) {
   const GGInfo& I = GGI[j];
@@ -532,7 +538,7 @@ struct GMMModel {
     double x = (double)k - 0.5, acc = 0.0;
     for (int q = 0; q < K; ++q) {
       double z = (x - s.mu[q]) * s.inv[q];
-      acc += s.w[q] * with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z)), z);
+      acc += s.w[q] * gauss_g(z);
     }
     return 0.5 + acc;
   }
@@ -541,8 +547,8 @@ struct GMMModel {
     double x0 = (double)k - 0.5, x1 = (double)(k + 1) - 0.5, a0 = 0.0, a1 = 0.0;
     for (int q = 0; q < K; ++q) {
       double z0 = (x0 - s.mu[q]) * s.inv[q], z1 = (x1 - s.mu[q]) * s.inv[q];
-      a0 += s.w[q] * with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z0)), z0);
-      a1 += s.w[q] * with_sign_of(table_g(GTAB, GZ_STEPS, GZ_N, dabs(z1)), z1);
+      a0 += s.w[q] * gauss_g(z0);
+      a1 += s.w[q] * gauss_g(z1);
     }
     f0 = 0.5 + a0;
     f1 = 0.5 + a1;
