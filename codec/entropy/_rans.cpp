@@ -21,6 +21,9 @@
 #include <thread>
 #include <type_traits>
 #include <vector>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 namespace py = pybind11;
 
@@ -321,9 +324,17 @@ static inline double with_sign_of(double g, double z) {  // g >= 0: copysign(g, 
   std::memcpy(&r, &bg, 8);
   return r;
 }
+// min(a, b) of two numbers (no NaN here) without a branch: the compiler turns the plain
+// ternary into a jump, which mispredicts wherever some mixture components saturate
+static inline double dmin(double a, double b) {
+#ifdef __SSE2__
+  return _mm_cvtsd_f64(_mm_min_sd(_mm_set_sd(a), _mm_set_sd(b)));
+#else
+  return a < b ? a : b;
+#endif
+}
 static inline double table_g(const double* tab, int steps, int n, double az) {
-  double u = az * (double)steps;
-  u = u < (double)n ? u : (double)n;  // clamp to the sentinel interval (also for huge az)
+  double u = dmin(az * (double)steps, (double)n);  // clamp to the sentinel interval (also for huge az)
   int i = (int)u;
   double s = u - (double)i;
   const double* c = &tab[4 * i];
@@ -513,7 +524,7 @@ struct GMMModel {
     const int32_t* mc = mean + i * K;
     const int32_t* sc = scale + i * K;
     int64_t wsum = 0, lo = INT64_MAX, hi = INT64_MIN;
-    int32_t best = -1;
+    int32_t best = 0;  // only a positive weight can be the heaviest
     for (int q = 0; q < K; ++q) {
       bool on = wc[q] > 0;
       int64_t m = mode_of(mc[q]);
@@ -522,7 +533,7 @@ struct GMMModel {
       lo = on ? std::min(lo, m - W) : lo;
       hi = on ? std::max(hi, m + W) : hi;
       wsum += wc[q];
-      bool better = on && wc[q] > best;
+      bool better = wc[q] > best;
       best = better ? wc[q] : best;
       s.mode = better ? m : s.mode;
       s.w[q] = (double)wc[q];
@@ -563,7 +574,7 @@ struct GMMModel {
       v += s.w[q] * (s.sd[q] * s.sd[q] + d * d);
     }
     double sd = std::sqrt(v);
-    if (sd <= GAUSS_MODE_START) return s.mode;
+    if (sd <= 2.0) return s.mode;
     return nearest_int(m + gauss_quantile((int64_t)cf - (s.mode - s.lo), c.prec) * sd);
   }
 };
