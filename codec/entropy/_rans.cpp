@@ -574,7 +574,17 @@ struct GMMModel {
   }
   inline double F(const Sym& s, int64_t k) const {
     double x = (double)k - 0.5, acc = 0.0;
-    for (int q = 0; q < K; ++q) {
+    int q = 0;
+#ifdef __SSE2__
+    // two components at a time; the sum still runs over them in order
+    for (; q + 1 < K; q += 2) {
+      __m128d z = _mm_mul_pd(_mm_sub_pd(_mm_set1_pd(x), _mm_loadu_pd(&s.mu[q])), _mm_loadu_pd(&s.inv[q]));
+      __m128d t = _mm_mul_pd(_mm_loadu_pd(&s.w[q]), gauss_g2(z));
+      acc += _mm_cvtsd_f64(t);
+      acc += _mm_cvtsd_f64(_mm_unpackhi_pd(t, t));
+    }
+#endif
+    for (; q < K; ++q) {
       double z = (x - s.mu[q]) * s.inv[q];
       acc += s.w[q] * gauss_g(z);
     }
