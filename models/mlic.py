@@ -274,6 +274,8 @@ class MLIC(VariableRate, nn.Module):
         self.anchor_head = nn.ModuleList(_head(3 * c2, P, max(2 * Cs, 2 * c2)) for _ in range(slices))
         self.nonanchor_head = nn.ModuleList(_head(5 * c2, P, max(2 * Cs, 10 * c2 // 3)) for _ in range(slices))
         self.lrp = nn.ModuleList(_head(3 * c2 + Cs, Cs) for _ in range(slices))
+        # a module (no weights), so that codec.exact can swap in its CPU-independent tanh
+        self.lrp_squash = nn.Tanh()
 
     def from_gaussian(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
         """The tensor `name` of a Gaussian model of this shape, as this model's family needs it
@@ -348,7 +350,7 @@ class MLIC(VariableRate, nn.Module):
                     values = yield f"s{s}/{kind}/j{j}", mask, {k: v[sel] for k, v in cv.items()}
                     y_hat = y_hat.masked_scatter(mask, values.to(y_hat.dtype))
             y_s = y_hat[:, ch]
-            done.append(y_s + 0.5 * torch.tanh(self.lrp[s](torch.cat([support, y_s], 1))))
+            done.append(y_s + 0.5 * self.lrp_squash(self.lrp[s](torch.cat([support, y_s], 1))))
         return torch.cat(done, 1)
 
     def coding_steps(self, z_hat: torch.Tensor, quality: torch.Tensor | None = None):
