@@ -15,7 +15,7 @@ setup(
             "codec.exact._kernels",
             ["codec/exact/_kernels.cpp"],
             cxx_std=17,
-            depends=["codec/exact/gemm.h", "codec/exact/erf_table.h"],
+            depends=["codec/exact/simd.h", "codec/exact/erf_table.h"],
             # the same rule as the coder's: these kernels compute the coder's parameters
             extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
         ),

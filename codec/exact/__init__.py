@@ -41,9 +41,11 @@ FAMILIES = ("gaussian", "laplace")
 
 
 # ----------------------------------------------------------------------------- operations
-def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: tuple[int, int]) -> np.ndarray:
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: tuple[int, int],
+           at: np.ndarray | None = None) -> np.ndarray:
     """Stride-1 zero-padded convolution of x (C, H, W): a product with the image's patches,
-    each output summed over (input channel, kernel row, kernel column) in that order."""
+    each output summed over (input channel, kernel row, kernel column) in that order.
+    `at` (H', W') bool: only the outputs there, (out channels, count), the same bits."""
     out_ch, in_ch, kh, kw = weight.shape
     _, h, w = x.shape
     if (kh, kw) == (1, 1):
@@ -53,22 +55,46 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: 
         padded = np.pad(x, ((0, 0), (ph, ph), (pw, pw)))
         windows = sliding_window_view(padded, (kh, kw), axis=(1, 2))  # (C, H', W', kh, kw)
         h, w = windows.shape[1:3]
-        cols = windows.transpose(0, 3, 4, 1, 2).reshape(in_ch * kh * kw, h * w)
-    return _kernels.gemm(weight.reshape(out_ch, -1), cols, bias).reshape(out_ch, h, w)
+        if at is not None:
+            windows = windows[:, at][:, :, None]  # (C, count, 1, kh, kw)
+        cols = windows.transpose(0, 3, 4, 1, 2).reshape(in_ch * kh * kw, -1)
+    if at is not None and (kh, kw) == (1, 1):
+        cols = np.ascontiguousarray(cols[:, at.ravel()])
+    out = _kernels.gemm(weight.reshape(out_ch, -1), cols, bias)
+    return out if at is not None else out.reshape(out_ch, h, w)
 
 
 def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: int, padding: int,
                      output_padding: int) -> np.ndarray:
-    """Transposed convolution as the convolution of x with zeros between its samples, by the
-    flipped kernel: the extra terms are products with 0, which leave every sum as it is."""
-    in_ch, _, k, _ = weight.shape
+    """Transposed convolution: the convolution, by the flipped kernel, of x with stride - 1
+    zeros between its samples, each output summed over (input channel, kernel row, kernel
+    column) in that order, skipping the taps that meet those zeros (a product with 0 changes
+    no sum). Computed per output phase (row % stride, column % stride): the taps that meet
+    samples are the same for every output of a phase, a stride-1 convolution of x."""
+    in_ch, out_ch, k, _ = weight.shape
     _, h, w = x.shape
-    up = np.zeros((in_ch, (h - 1) * stride + 1, (w - 1) * stride + 1), dtype=x.dtype)
-    up[:, ::stride, ::stride] = x
-    lo, hi = k - 1 - padding, k - 1 - padding + output_padding
-    up = np.pad(up, ((0, 0), (lo, hi), (lo, hi)))
-    flipped = np.ascontiguousarray(weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    return conv2d(up, flipped, bias, (0, 0))
+    s, lo = stride, k - 1 - padding
+    out_h, out_w = (h - 1) * s - 2 * padding + k + output_padding, (w - 1) * s - 2 * padding + k + output_padding
+    flipped = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]  # (out, in, k, k)
+    margin = k  # zeros around x: every tap's offset lies within it
+    padded = np.pad(x, ((0, 0), (margin, margin), (margin, margin)))
+    out = np.empty((out_ch, out_h, out_w), dtype=x.dtype)
+
+    def taps(phase: int, n_out: int):
+        """(kernel indices, input index of each (tap, output)) for the outputs phase, phase + s, ..."""
+        ks = [a for a in range(k) if (phase + a - lo) % s == 0]
+        first = np.array([(phase + a - lo) // s for a in ks])
+        return ks, first[:, None] + np.arange(-(-(n_out - phase) // s))[None, :] + margin
+
+    for ry in range(min(s, out_h)):
+        kys, rows = taps(ry, out_h)
+        for rx in range(min(s, out_w)):
+            kxs, cols = taps(rx, out_w)
+            patches = padded[:, rows[:, None, :, None], cols[None, :, None, :]]  # (C, ky, kx, j, i)
+            sub = np.ascontiguousarray(flipped[:, :, kys][:, :, :, kxs]).reshape(out_ch, -1)
+            res = _kernels.gemm(sub, patches.reshape(in_ch * len(kys) * len(kxs), -1), bias)
+            out[:, ry::s, rx::s] = res.reshape(out_ch, rows.shape[1], cols.shape[1])
+    return out
 
 
 def channel_sums(x: np.ndarray) -> np.ndarray:
@@ -104,6 +130,12 @@ class Conv2d(_PerImage):
 
     def one(self, x):
         return conv2d(x, self.weight, self.bias, self.padding)
+
+    def at(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """self(x)[:, :, pos], (B, C, count), computing those outputs only."""
+        where = pos.numpy()
+        return torch.stack([torch.from_numpy(conv2d(_numpy(xi), self.weight, self.bias, self.padding, where))
+                            for xi in x])
 
 
 class ConvTranspose2d(_PerImage):
@@ -241,6 +273,8 @@ def parameter_net(model: nn.Module) -> nn.Module:
     net = copy.deepcopy(model).to(DTYPE)
     for name in PARAMETER_PATH[type(model)]:
         setattr(net, name, convert(getattr(net, name)))
+    if isinstance(net, MLIC):
+        net.heads_at_pass_positions = True
     return net.eval()
 
 

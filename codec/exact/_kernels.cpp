@@ -19,55 +19,6 @@
 
 namespace py = pybind11;
 
-// ------------------------------------------------------------------ matrix product, per ISA
-#define VEC_BYTES 16
-namespace isa_base {
-#include "gemm.h"
-}
-#undef VEC_BYTES
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HAVE_AVX2_PATH 1
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2")
-#endif
-#define VEC_BYTES 32
-namespace isa_avx2 {
-#include "gemm.h"
-}
-#undef VEC_BYTES
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
-#endif
-
-static bool use_avx2() {
-#ifdef HAVE_AVX2_PATH
-  static const bool yes = [] {
-    const char* force = std::getenv("NEUROCODEC_EXACT_ISA");
-    if (force && std::string(force) == "baseline") return false;
-    return (bool)__builtin_cpu_supports("avx2");
-  }();
-  return yes;
-#else
-  return false;
-#endif
-}
-
-template <typename T>
-static void gemm_any(const T* A, const T* B, const T* bias, T* C, long M, long K, long N) {
-  std::vector<T> pack((size_t)(K * N));
-#ifdef HAVE_AVX2_PATH
-  if (use_avx2()) return isa_avx2::Gemm<T>::run(A, B, bias, C, M, K, N, pack.data());
-#endif
-  isa_base::Gemm<T>::run(A, B, bias, C, M, K, N, pack.data());
-}
-
 // ------------------------------------------------------------------ deterministic math
 namespace dm {
 static constexpr double LN2_64_HI = 0x1.62e42fefa0000p-7;  // ln2/64, 36 bits: n * HI is exact
@@ -126,7 +77,7 @@ static inline double expm1(double x) {
 // erf(x), absolute error ~1e-16: a polynomial per interval of width 1/4 (erf_table.h), 1 from |x| = 6
 static inline double erf(double x) {
   double a = x < 0 ? -x : x, v = 1.0;
-  if (a < 6.0) {
+  if (a < 6.0) {  // not for NaN
     int i = (int)(a * 4.0);
     const double* c = ERF_POLY[i];
     double t = a - ((double)i + 0.5) * 0.25;
@@ -152,6 +103,62 @@ static inline double gelu(double x) { return x * 0.5 * (1.0 + erf(x * SQRT1_2));
 static inline double elu(double x) { return x > 0 ? x : expm1(x); }
 static inline double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
 }  // namespace dm
+
+// ------------------------------------------------------------------ vector kernels, per ISA
+#define VEC_BYTES 16
+namespace isa_base {
+#include "simd.h"
+}
+#undef VEC_BYTES
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_AVX2_PATH 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#endif
+#define VEC_BYTES 32
+namespace isa_avx2 {
+#include "simd.h"
+}
+#undef VEC_BYTES
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+static bool use_avx2() {
+#ifdef HAVE_AVX2_PATH
+  static const bool yes = [] {
+    const char* force = std::getenv("NEUROCODEC_EXACT_ISA");
+    if (force && std::string(force) == "baseline") return false;
+    return (bool)__builtin_cpu_supports("avx2");
+  }();
+  return yes;
+#else
+  return false;
+#endif
+}
+
+static void gelu_any(const double* x, double* y, long n) {
+#ifdef HAVE_AVX2_PATH
+  if (use_avx2()) return isa_avx2::Gelu::run(x, y, n);
+#endif
+  isa_base::Gelu::run(x, y, n);
+}
+
+template <typename T>
+static void gemm_any(const T* A, const T* B, const T* bias, T* C, long M, long K, long N) {
+  std::vector<T> pack((size_t)(K * N));
+#ifdef HAVE_AVX2_PATH
+  if (use_avx2()) return isa_avx2::Gemm<T>::run(A, B, bias, C, M, K, N, pack.data());
+#endif
+  isa_base::Gemm<T>::run(A, B, bias, C, M, K, N, pack.data());
+}
 
 // ------------------------------------------------------------------ bindings
 template <typename T>
@@ -179,37 +186,48 @@ static Array<T> gemm(Array<T> a, Array<T> b, py::object bias) {
   return c;
 }
 
-template <typename T, double (*F)(double)>
-static Array<T> elementwise(Array<T> x) {
-  Array<T> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
-  const T* px = x.data();
-  T* py_ = y.mutable_data();
+using Doubles = Array<double>;
+
+static Doubles like(const Doubles& x) { return Doubles(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim())); }
+
+template <double (*F)(double)>
+static Doubles elementwise(Doubles x) {
+  Doubles y = like(x);
+  const double* px = x.data();
+  double* py_ = y.mutable_data();
   long n = (long)x.size();
   {
     py::gil_scoped_release release;
-    for (long i = 0; i < n; ++i) py_[i] = (T)F((double)px[i]);
+    for (long i = 0; i < n; ++i) py_[i] = F(px[i]);
   }
   return y;
 }
 
-template <typename T>
-static void bind_type(py::module_& m) {
-  m.def("gemm", &gemm<T>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(),
-        "bias[:, None] + a @ b, each output summed in the order k = 0, 1, ... (a: M x K, b: K x N)");
-  m.def("gelu", &elementwise<T, dm::gelu>, "x/2 (1 + erf(x / sqrt 2)) elementwise");
-  m.def("elu", &elementwise<T, dm::elu>, "x if x > 0 else e^x - 1, elementwise");
-  m.def("sigmoid", &elementwise<T, dm::sigmoid>, "1 / (1 + e^-x) elementwise");
-  m.def("tanh", &elementwise<T, dm::tanh>, "tanh elementwise");
-  m.def("exp", &elementwise<T, dm::exp>, "e^x elementwise");
-  m.def("erf", &elementwise<T, dm::erf>, "erf elementwise");
+static Doubles gelu(Doubles x) {
+  Doubles y = like(x);
+  const double* px = x.data();
+  double* py_ = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    gelu_any(px, py_, (long)x.size());
+  }
+  return y;
 }
 
 PYBIND11_MODULE(_kernels, m) {
   dm::init();
-  m.doc() = "CPU-independent kernels for the networks that compute the coder's parameters";
-  // pybind11 first tries every overload without conversion: each dtype finds its own
-  bind_type<double>(m);
-  bind_type<float>(m);
+  m.doc() = "CPU-independent kernels for the networks that compute the coder's parameters (float64)";
+  // float32 too, only to compare the speed (codec.exact's docstring); pybind11 first tries every
+  // overload without conversion, so each dtype finds its own
+  m.def("gemm", &gemm<double>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(),
+        "bias[:, None] + a @ b, each output summed in the order k = 0, 1, ... (a: M x K, b: K x N)");
+  m.def("gemm", &gemm<float>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none());
+  m.def("gelu", &gelu, "x/2 (1 + erf(x / sqrt 2)) elementwise (PyTorch's nn.GELU())");
+  m.def("elu", &elementwise<dm::elu>, "x if x > 0 else e^x - 1, elementwise");
+  m.def("sigmoid", &elementwise<dm::sigmoid>, "1 / (1 + e^-x) elementwise");
+  m.def("tanh", &elementwise<dm::tanh>, "tanh elementwise");
+  m.def("exp", &elementwise<dm::exp>, "e^x elementwise");
+  m.def("erf", &elementwise<dm::erf>, "erf elementwise");
   m.def("isa", [] { return use_avx2() ? "avx2" : "baseline"; },
         "the vector width in use (NEUROCODEC_EXACT_ISA=baseline forces the narrowest): the results do not depend on it");
 }

@@ -1,9 +1,11 @@
+// The vectorized kernels, compiled once per instruction set: Gemm and Gelu.
+//
 // C = bias + A B for row-major A (M x K), B (K x N), C (M x N), one output at a time in a
 // fixed order: c[m][n] = (((bias[m] + a[m][0] b[0][n]) + a[m][1] b[1][n]) + ...), each product
 // rounded, then each sum (built with -ffp-contract=off, so never fused). Vectors run across
 // independent columns n only, so the lane width changes the speed, never a bit of the result.
 // _kernels.cpp includes this file once per instruction set, inside a namespace (and a
-// target region) of its own; it must not include anything. The small loops are unrolled so
+// target region) of its own, after namespace dm (the scalar math); it includes nothing itself. The small loops are unrolled so
 // that the accumulators live in registers.
 
 template <typename T>
@@ -73,7 +75,7 @@ struct Gemm {
   // result): B is packed panel by panel (K x NR each); k runs in slices of KC, so that a
   // panel's slice stays in the L1 cache while every row block of a chunk passes, and a
   // chunk's share of A (CHUNK_BYTES) in the L2 cache while every panel passes.
-  static constexpr long KC = 256, CHUNK_BYTES = 128 * 1024;
+  static constexpr long KC = 512, CHUNK_BYTES = 256 * 1024;
   static void run(const T* A, const T* B, const T* bias, T* C, long M, long K, long N, T* pack) {
     long n_full = N - N % NR;
     for (long n0 = 0; n0 < n_full; n0 += NR)
@@ -94,5 +96,51 @@ struct Gemm {
     }
     for (long m = 0; m < M; ++m)
       for (long n = n_full; n < N; ++n) scalar(A, B, bias, C, K, N, m, n);
+  }
+};
+
+// GELU of n doubles: LANES values at a time by dm::gelu's operations lane by lane (erf's
+// polynomial picked per lane), the rest one at a time by dm::gelu itself.
+struct Gelu {
+  static constexpr int LANES = VEC_BYTES / sizeof(double);
+  typedef double V __attribute__((vector_size(VEC_BYTES)));
+
+  static inline V splat(double x) {
+    V v;
+    #pragma GCC unroll 16
+    for (int l = 0; l < LANES; ++l) v[l] = x;
+    return v;
+  }
+
+  static inline V erf(V x) {
+    V a = x < splat(0.0) ? -x : x, t;
+    int row[LANES];
+    #pragma GCC unroll 16
+    for (int l = 0; l < LANES; ++l) {
+      row[l] = a[l] < 6.0 ? (int)(a[l] * 4.0) : 0;  // lanes from 6 (or NaN) are 1 below
+      t[l] = a[l] - ((double)row[l] + 0.5) * 0.25;
+    }
+    V v;
+    #pragma GCC unroll 16
+    for (int l = 0; l < LANES; ++l) v[l] = dm::ERF_POLY[row[l]][dm::ERF_DEGREE];
+    for (int j = dm::ERF_DEGREE - 1; j >= 0; --j) {
+      V c;
+      #pragma GCC unroll 16
+      for (int l = 0; l < LANES; ++l) c[l] = dm::ERF_POLY[row[l]][j];
+      v = c + t * v;
+    }
+    v = a < splat(6.0) ? v : splat(1.0);
+    return x < splat(0.0) ? -v : v;
+  }
+
+  static void run(const double* x, double* y, long n) {
+    long i = 0;
+    for (; i + LANES <= n; i += LANES) {
+      V v;
+      __builtin_memcpy(&v, x + i, sizeof(V));
+      V r = v * splat(0.5) * (splat(1.0) + erf(v * splat(dm::SQRT1_2)));
+      __builtin_memcpy(y + i, &r, sizeof(V));
+    }
+    for (; i < n; ++i) y[i] = dm::gelu(x[i]);
   }
 };
