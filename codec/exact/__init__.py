@@ -275,7 +275,13 @@ def parameter_net(model: nn.Module) -> nn.Module:
         setattr(net, name, convert(getattr(net, name)))
     if isinstance(net, MLIC):
         net.heads_at_pass_positions = True
+    net.exact_parameters = True
     return net.eval()
+
+
+def is_parameter_net(model: nn.Module) -> bool:
+    """Whether `model` is a `parameter_net` (whose parameters go to the grid by quantize_params)."""
+    return getattr(model, "exact_parameters", False)
 
 
 # ----------------------------------------------------------------------------- the coder's grid
