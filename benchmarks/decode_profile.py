@@ -12,9 +12,9 @@ docs/models.md and docs/benchmarks.md).
    the analysis on native convolutions with 1 and 2 threads against oneDNN on one thread
    (what the encoder uses), the synthesis on native convolutions against oneDNN, with
    channels-first and channels-last activations (the decoder uses the last).
-3. Every coder version's encode and decode seconds for kodim01 (best of `--repeat`, the versions
-   interleaved in each round so that a busy machine slows them alike), and the decode time of
-   each against version 3's (`--versions-only` runs this part alone).
+3. Every coder version's encode and decode CPU seconds for kodim01 (best of `--repeat`, the
+   versions interleaved in each round), and the decode time of each against version 3's
+   (`--versions-only` runs this part alone).
 """
 import argparse
 import time
@@ -114,25 +114,27 @@ def main():
 
 
 def compare_versions(model: str, rgb: np.ndarray, repeat: int) -> None:
+    """Best CPU seconds of this process (one thread: on a shared machine its wall time measures the
+    neighbours too) per coder version, the versions interleaved in every round."""
     shipped, files = codec.image.CODER_VERSION, {}
     times = {v: {"encode": [], "decode": []} for v in PARAMETER_DTYPES}
     try:
         for _ in range(repeat):
             for version in PARAMETER_DTYPES:
                 codec.image.CODER_VERSION = version
-                t = time.perf_counter()
+                t = time.process_time()
                 files[version] = codec.encode_image(rgb, model=model)
-                times[version]["encode"].append(time.perf_counter() - t)
-                t = time.perf_counter()
+                times[version]["encode"].append(time.process_time() - t)
+                t = time.process_time()
                 codec.decode_image(files[version])
-                times[version]["decode"].append(time.perf_counter() - t)
+                times[version]["decode"].append(time.process_time() - t)
     finally:
         codec.image.CODER_VERSION = shipped
     for version, dtype in PARAMETER_DTYPES.items():
         route = "codec.exact" if version >= codec.image.EXACT_SINCE else f"{dtype} PyTorch"
-        print(f"coder version {version} ({route} parameter networks): encode {min(times[version]['encode']):.3f} s, "
-              f"decode {min(times[version]['decode']):.3f} s, "
-              f"{min(times[version]['decode']) / min(times[3]['decode']):.2f}x version 3's decode")
+        encode_s, decode_s = min(times[version]["encode"]), min(times[version]["decode"])
+        print(f"coder version {version} ({route} parameter networks): CPU seconds encode {encode_s:.3f}, "
+              f"decode {decode_s:.3f}, {decode_s / min(times[3]['decode']):.2f}x version 3's decode")
 
 
 if __name__ == "__main__":

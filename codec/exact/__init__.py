@@ -267,16 +267,17 @@ def _check(model: nn.Module) -> None:
 
 
 def parameter_net(model: nn.Module) -> nn.Module:
-    """A float64 copy of `model` whose parameter path runs on the exact kernels (the rest of
-    the copy is plain PyTorch and not for the coder)."""
+    """A copy of `model` whose parameter path runs on the exact kernels, with float64 copies of
+    its weights; the rest (the transforms, not for the coder) is shared with `model`."""
     _check(model)
-    net = copy.deepcopy(model).to(DTYPE)
+    net = copy.copy(model)
+    net._modules = dict(model._modules)  # its own, so that replacing the path leaves `model` alone
     for name in PARAMETER_PATH[type(model)]:
-        setattr(net, name, convert(getattr(net, name)))
+        net._modules[name] = convert(model._modules[name])
     if isinstance(net, MLIC):
         net.heads_at_pass_positions = True
     net.exact_parameters = True
-    return net.eval()
+    return net
 
 
 def is_parameter_net(model: nn.Module) -> bool:
