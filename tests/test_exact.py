@@ -187,5 +187,5 @@ def test_version_4_codes_are_identical_on_every_kernel_set_and_thread_count(exam
     images = [rgb, rgb[:256, :384], rgb[200:392, 100:420], rgb[300:, 500:], ramp,
               rng.integers(0, 256, (128, 192, 3), dtype=np.uint8)]
     kernels = _portability().available_kernel_sets()
-    counts, _ = _differing_codes(images, kernels, (1, 2, 3))
+    counts, _ = _differing_codes(images, kernels, (1, 2, 3), routes=("v4",))
     assert all(n == 0 for (route, _, _), n in counts.items() if route == "v4"), counts
