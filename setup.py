@@ -1,4 +1,4 @@
-"""Builds the C++ rANS extension; everything else is declared in pyproject.toml."""
+"""Builds the C++ extensions (rANS coder, exact parameter-network kernels); everything else is declared in pyproject.toml."""
 from pybind11.setup_helpers import Pybind11Extension
 from setuptools import setup
 
@@ -10,6 +10,14 @@ setup(
             cxx_std=17,
             # -ffp-contract=off and no -march=native: identical bytes on every x86-64/ARM machine.
             extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math"],
-        )
+        ),
+        Pybind11Extension(
+            "codec.exact._kernels",
+            ["codec/exact/_kernels.cpp"],
+            cxx_std=17,
+            depends=["codec/exact/simd.h", "codec/exact/erf_table.h"],
+            # the same rule as the coder's: these kernels compute the coder's parameters
+            extra_compile_args=["-O2", "-ffp-contract=off", "-fno-fast-math"],
+        ),
     ],
 )

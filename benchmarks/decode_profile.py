@@ -2,6 +2,7 @@
 docs/models.md and docs/benchmarks.md).
 
     python benchmarks/decode_profile.py [--model mlic-tiny-gaussian] [--kodak ../shared/data/kodak] [--repeat 3]
+                                        [--versions-only]
 
 1. Block PCA of Kodak: PSNR when each 16x16x3 block (the area of one latent position at
    stride 16) keeps its first k principal components, k = 96 (mlic-tiny's M), 192
@@ -11,6 +12,9 @@ docs/models.md and docs/benchmarks.md).
    the analysis on native convolutions with 1 and 2 threads against oneDNN on one thread
    (what the encoder uses), the synthesis on native convolutions against oneDNN, with
    channels-first and channels-last activations (the decoder uses the last).
+3. Every coder version's encode and decode CPU seconds for kodim01 (best of `--repeat`, the
+   versions interleaved in each round), and the decode time of each against version 3's
+   (`--versions-only` runs this part alone).
 """
 import argparse
 import time
@@ -44,13 +48,16 @@ def main():
     ap.add_argument("--model", default=DEFAULT_IMAGE_MODEL)
     ap.add_argument("--kodak", default=str(ROOT.parent / "shared/data/kodak"))
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--versions-only", action="store_true")
     args = ap.parse_args()
     paths = sorted(Path(args.kodak).glob("*.png"))
+    torch.set_num_threads(1)
+    if args.versions_only:
+        return compare_versions(args.model, load_rgb(paths[0]), args.repeat)
     for k, p in block_pca_psnr([load_rgb(p) for p in paths], (96, 192)).items():
         print(f"block PCA, {k} of 768 components: {p:.2f} dB over {len(paths)} images")
 
     rgb = load_rgb(paths[0])
-    torch.set_num_threads(1)
     t = time.perf_counter()
     data = codec.encode_image(rgb, model=args.model)
     encode_s = time.perf_counter() - t
@@ -103,14 +110,31 @@ def main():
                   f"{best(lambda: net.synthesis(y_in, q)):.3f} s")
     torch.backends.mkldnn.enabled = True
 
-    shipped = codec.image.pipeline.CODER_VERSION
+    compare_versions(args.model, rgb, args.repeat)
+
+
+def compare_versions(model: str, rgb: np.ndarray, repeat: int) -> None:
+    """Best CPU seconds of this process (one thread: on a shared machine its wall time measures the
+    neighbours too) per coder version, the versions interleaved in every round."""
+    shipped, files = codec.image.pipeline.CODER_VERSION, {}
+    times = {v: {"encode": [], "decode": []} for v in PARAMETER_DTYPES}
+    try:
+        for _ in range(repeat):
+            for version in PARAMETER_DTYPES:
+                codec.image.pipeline.CODER_VERSION = version
+                t = time.process_time()
+                files[version] = codec.encode_image(rgb, model=model)
+                times[version]["encode"].append(time.process_time() - t)
+                t = time.process_time()
+                codec.decode_image(files[version])
+                times[version]["decode"].append(time.process_time() - t)
+    finally:
+        codec.image.pipeline.CODER_VERSION = shipped
     for version, dtype in PARAMETER_DTYPES.items():
-        codec.image.pipeline.CODER_VERSION = version
-        encode_s = best(lambda: codec.encode_image(rgb, model=args.model))
-        data = codec.encode_image(rgb, model=args.model)
-        print(f"coder version {version} ({dtype} parameter networks): encode {encode_s:.3f} s, "
-              f"decode {best(lambda: codec.decode_image(data)):.3f} s")
-    codec.image.pipeline.CODER_VERSION = shipped
+        route = "codec.exact" if version >= codec.image.pipeline.EXACT_SINCE else f"{dtype} PyTorch"
+        encode_s, decode_s = min(times[version]["encode"]), min(times[version]["decode"])
+        print(f"coder version {version} ({route} parameter networks): CPU seconds encode {encode_s:.3f}, "
+              f"decode {decode_s:.3f}, {decode_s / min(times[3]['decode']):.2f}x version 3's decode")
 
 
 if __name__ == "__main__":

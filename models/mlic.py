@@ -222,6 +222,8 @@ class MLIC(VariableRate, nn.Module):
         self.anchor_head = nn.ModuleList(_head(3 * c2, P, max(2 * Cs, 2 * c2)) for _ in range(slices))
         self.nonanchor_head = nn.ModuleList(_head(5 * c2, P, max(2 * Cs, 10 * c2 // 3)) for _ in range(slices))
         self.lrp = nn.ModuleList(_head(3 * c2 + Cs, Cs) for _ in range(slices))
+        # a module (no weights), so that codec.exact can swap in its CPU-independent tanh
+        self.lrp_squash = nn.Tanh()
 
     def from_gaussian(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
         """The tensor `name` of a Gaussian model of this shape, as this model's family needs it
@@ -255,6 +257,24 @@ class MLIC(VariableRate, nn.Module):
         src = hyper if s == 0 else self.reweight[s](torch.cat(done, 1))
         return torch.cat([hyper_s, self.channel_ctx[s](src), self.inter_ctx[s](src, src)], 1)
 
+    # codec.exact sets this on its copy: a pass reads the parameter heads' output at its own
+    # positions only, and the heads are pointwise, so computing them (and the local context
+    # that feeds them) there alone halves their cost. Off elsewhere: the float64 PyTorch route
+    # of coder versions 2 and 3 must keep its roundings.
+    heads_at_pass_positions = False
+
+    def _head(self, head: nn.Module, parts: list, pos: torch.Tensor) -> torch.Tensor:
+        """head(cat(parts)), each part a tensor or a (convolution, input) pair; exact at the
+        positions `pos` (H, W), zero elsewhere when heads_at_pass_positions (then the
+        convolutions are codec.exact's, whose `at(x, pos)` gives their output at pos)."""
+        if not self.heads_at_pass_positions:
+            return head(torch.cat([p if torch.is_tensor(p) else p[0](p[1]) for p in parts], 1))
+        x = torch.cat([p[:, :, pos] if torch.is_tensor(p) else p[0].at(p[1], pos) for p in parts], 1)
+        out = head(x.unsqueeze(-1))[..., 0]  # the positions as an n x 1 image
+        full = out.new_zeros(*out.shape[:2], *pos.shape)
+        full[:, :, pos] = out
+        return full
+
     def _steps(self, hyper: torch.Tensor):
         """Yields (name, mask, params) with family params (univariate: for mvgmm the
         conditional GMM) indexed in y[mask] order; receives the values; returns y_hat."""
@@ -270,12 +290,12 @@ class MLIC(VariableRate, nn.Module):
             support = self._support(s, hyper, done)
             for kind, pos in (("anchor", anchor), ("nonanchor", ~anchor)):
                 if kind == "anchor":
-                    head_out = self.anchor_head[s](support)
+                    head_out = self._head(self.anchor_head[s], [support], pos)
                 else:
                     cur = y_hat[:, ch] * anchor.to(y_hat.dtype)
                     ref = hyper[:, 2 * Cs * s:2 * Cs * (s + 1)] if s == 0 else done[-1]
-                    head_out = self.nonanchor_head[s](torch.cat(
-                        [support, self.local_ctx[s](cur), self.intra_ctx[s](ref, cur, key_mask=anchor)], 1))
+                    head_out = self._head(self.nonanchor_head[s], [
+                        support, (self.local_ctx[s], cur), self.intra_ctx[s](ref, cur, key_mask=anchor)], pos)
                 params = fam.params_from_head(head_out, channel_offset=s * Cs)
                 if not mv:
                     sel = pos.expand(B, Cs, H, W)
@@ -296,7 +316,7 @@ class MLIC(VariableRate, nn.Module):
                     values = yield f"s{s}/{kind}/j{j}", mask, {k: v[sel] for k, v in cv.items()}
                     y_hat = y_hat.masked_scatter(mask, values.to(y_hat.dtype))
             y_s = y_hat[:, ch]
-            done.append(y_s + 0.5 * torch.tanh(self.lrp[s](torch.cat([support, y_s], 1))))
+            done.append(y_s + 0.5 * self.lrp_squash(self.lrp[s](torch.cat([support, y_s], 1))))
         return torch.cat(done, 1)
 
     def coding_steps(self, z_hat: torch.Tensor, quality: torch.Tensor | None = None):

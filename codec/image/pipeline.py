@@ -9,7 +9,7 @@ stream per step of the model's `coding_steps` (models/coding.py, driven by
 `codec.image.ycoding`), named after it, in coding order:
 - mean-scale hyperprior: "y0".."y3", Gaussian streams over 4 channel groups;
 - MLIC: "s0/anchor", "s0/nonanchor", "s1/anchor", ...; mvgmm: "s0/anchor/j0", "s0/anchor/j1", ...
-The header's coder settings give the number of y streams per tile. Coder version 3 stores a
+The header's coder settings give the number of y streams per tile. Coder versions 3 and 4 store a
 tile's streams, z first, then y in coding order, in one section "streams"
 (`codec.container.pack_streams`), as the parts of one rANS chain (`entropy.ChainEncoder`:
 only the first carries the coder's state); versions 1 and 2 stored each stream, with its own
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec import entropy
+from codec import entropy, exact
 from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, read_container,
                              sections_by_name, write_container)
 from codec.errors import NeurocodecError
@@ -42,14 +42,16 @@ from codec.threads import torch_threads
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model, split_release
 
 COLOR_FORMAT = "rgb8"
-CODER_VERSION = 3
+CODER_VERSION = 4
 # The precision of the hyper and context networks that compute the coder's parameters, per
 # coder version. Version 1 computed them in float32, whose rounding differs between PyTorch's
 # AVX2, AVX512 and scalar kernels by more than the parameter grid, so its files decode only
 # on CPUs like the encoder's; versions 2 and 3 use float64, whose differences (at most 6e-9 of
 # a grid step between kernel sets, measured) straddle a grid boundary about once in 35,000
-# Kodak-size files (docs/reliability.md).
-PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.float64}
+# Kodak-size files (docs/reliability.md). Version 4 computes them on codec.exact's kernels (float64),
+# the same bits on every CPU; models whose parameter path those kernels do not cover stay on 3.
+PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.float64, 4: torch.float64}
+EXACT_SINCE = 4
 
 
 # ----------------------------------------------------------------------------- z (every model)
@@ -82,11 +84,20 @@ def _parameters_thread():
 
 def parameter_net(model, version: int) -> torch.nn.Module:
     """The model that computes the coder's parameters for files of this coder version: the
-    model itself for version 1, a float64 copy for versions 2 and 3, made once per image (the analysis
-    and the synthesis stay float32: the decoder never recomputes y, and pixels may differ by a
-    rounding between CPUs without breaking the stream)."""
+    model itself for version 1, a float64 copy for versions 2 and 3, codec.exact's float64 copy
+    for version 4, made once per image (the analysis and the synthesis stay float32: the
+    decoder never recomputes y, and pixels may differ by a rounding between CPUs without
+    breaking the stream)."""
+    if version >= EXACT_SINCE:
+        return exact.parameter_net(model)
     dtype = PARAMETER_DTYPES[version]
     return model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+
+
+def _coder_version(model) -> int:
+    """The version new files of this model get: CODER_VERSION, but 3 where codec.exact does not
+    cover the model's parameter path."""
+    return CODER_VERSION if CODER_VERSION < EXACT_SINCE or exact.supports(model) else EXACT_SINCE - 1
 
 
 @dataclass
@@ -98,9 +109,9 @@ class _Latents:
 
 @torch.no_grad()
 def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int, int], refine: int = 0,
-             progress=None) -> _Latents:
+             progress=None, version: int = CODER_VERSION) -> _Latents:
     """Latents of x, quantized and split into streams (parameters from `param_net`, the
-    `parameter_net` of CODER_VERSION); `refine` > 0 first optimizes y and z for this image
+    `parameter_net` of `version`); `refine` > 0 first optimizes y and z for this image
     (codec.image.refine) on the real h x w pixels given by `size`."""
     q = torch.tensor([quality])
     if refine:
@@ -113,7 +124,7 @@ def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int,
             z = model.hyper_analysis(y)
         medians, _ = _z_medians_and_indexes(model, z.shape)
         z_symbols = torch.round(z - medians)
-        z_hat = (z_symbols + medians).to(PARAMETER_DTYPES[CODER_VERSION])
+        z_hat = (z_symbols + medians).to(PARAMETER_DTYPES[version])
         streams, y_hat = quantize_y(param_net, y, z_hat, q)
     return _Latents(z_symbols.numpy().astype(np.int32), streams, y_hat.float())
 
@@ -130,7 +141,7 @@ def _synthesis(model, y_hat: torch.Tensor, quality: float, h: int, w: int) -> np
 def _encode_tile(net, param_net, rgb: np.ndarray, quality: float, refine: int, progress,
                  version: int) -> list[tuple[str, bytes]]:
     """The tile's streams as (name, bytes): z, then y in coding order."""
-    lat = _analyse(net, param_net, to_tensor(rgb, net.stride), quality, rgb.shape[:2], refine, progress)
+    lat = _analyse(net, param_net, to_tensor(rgb, net.stride), quality, rgb.shape[:2], refine, progress, version)
     _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
     chain = entropy.ChainEncoder(chained=version >= PACKED_SINCE)
     chain.add_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
@@ -166,16 +177,17 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     h, w = rgb.shape[:2]
     tile = tile_side(net, h, w, tile)
     tiles = tile_grid(h, w, tile)
-    param_net = parameter_net(net, CODER_VERSION)
+    version = _coder_version(net)
+    param_net = parameter_net(net, version)
     sections = []
     for i, (rows, cols) in enumerate(tiles):
         tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
-        streams = _encode_tile(net, param_net, rgb[rows, cols], quality, refine, tile_progress, CODER_VERSION)
-        sections += tile_sections(streams, tile_prefix(tile, i), CODER_VERSION)
+        streams = _encode_tile(net, param_net, rgb[rows, cols], quality, refine, tile_progress, version)
+        sections += tile_sections(streams, tile_prefix(tile, i), version)
     if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
         raise NeurocodecError(f"{len(sections)} sections exceed the {DEFAULT_LIMITS.max_sections} a "
                               f"file may hold; use a larger tile")
-    coder = {"version": CODER_VERSION, "precision": entropy.PRECISION, "y_streams": len(streams) - 1}
+    coder = {"version": version, "precision": entropy.PRECISION, "y_streams": len(streams) - 1}
     if tile is not None:
         coder["tile"] = tile
     header = Header(media=MediaKind.IMAGE, model=name, weights_hash=bytes.fromhex(sha[:16]),
@@ -194,10 +206,12 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0,
     rgb = load_rgb(image, limits)
     h, w = rgb.shape[:2]
     out = np.empty_like(rgb)
-    param_net = parameter_net(net, CODER_VERSION)
+    version = _coder_version(net)
+    param_net = parameter_net(net, version)
     for rows, cols in tile_grid(h, w, tile_side(net, h, w, tile)):
         part = rgb[rows, cols]
-        lat = _analyse(net, param_net, to_tensor(part, net.stride), quality, part.shape[:2], refine)
+        lat = _analyse(net, param_net, to_tensor(part, net.stride), quality, part.shape[:2], refine,
+                       version=version)
         out[rows, cols] = _synthesis(net, lat.y_hat, quality, *part.shape[:2])
     return out
 
@@ -218,6 +232,8 @@ def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
     if header.color != COLOR_FORMAT or header.coder.get("version") not in PARAMETER_DTYPES \
             or header.coder.get("precision") != entropy.PRECISION:
         raise NcfError(f"unsupported colour format or coder settings: {header.color} {header.coder}")
+    if header.coder["version"] >= EXACT_SINCE and not exact.supports(net):
+        raise NcfError(f"coder version {header.coder['version']} does not cover model {header.model!r}")
     if not 1.0 <= header.quality <= net.levels:
         raise NcfError(f"quality {header.quality} out of the model's range [1, {net.levels}]")
     tile = header.coder.get("tile")
@@ -273,7 +289,8 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
             # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
             # file was crafted, or the encoder's CPU computed the coder's parameters differently.
             portability = ("coder-version-1 files decode only where PyTorch uses the encoder's SIMD kernels"
-                           if coder["version"] == 1 else "rare since coder version 2")
+                           if coder["version"] == 1 else "rare since coder version 2"
+                           if coder["version"] < EXACT_SINCE else "ruled out since coder version 4")
             raise NcfError(f"the streams of tile {i} do not decode ({e}) although their CRCs match: the file "
                            f"was made by a faulty encoder, or on a CPU whose float arithmetic differs from "
                            f"this one's ({portability}; docs/reliability.md)") from None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codec import entropy
+from codec import entropy, exact
 from codec.errors import NeurocodecError
 
 
@@ -27,12 +27,13 @@ class YStream:
     codes: dict
 
 
-def snap(family: str, residual: bool, params: dict) -> tuple[dict, np.ndarray | float]:
+def snap(family: str, residual: bool, params: dict, exact_grid: bool = False) -> tuple[dict, np.ndarray | float]:
     """Parameters snapped to the coder's grid: (codes the coder gets, offset of the symbols).
+    `exact_grid` (coder version 4): snapped by comparisons only (codec.exact.quantize_params).
 
     Residual families code round(y - snapped mean) under the same law with mean 0, so the
     offset is the snapped mean; mixtures code round(y) itself (offset 0)."""
-    codes = entropy.quantize_params(family, **params)
+    codes = (exact.quantize_params if exact_grid else entropy.quantize_params)(family, **params)
     if not residual:
         return codes, 0.0
     snapped_means = entropy.dequantize_params(family, codes)["mean"]
@@ -54,7 +55,7 @@ def _drive(model, z_hat: torch.Tensor, quality: torch.Tensor, values_of) -> torc
     steps = model.coding_steps(z_hat, quality)
     step = next(steps)
     while True:
-        codes, offset = snap(step.family, step.symbols_are_residuals, step.params)
+        codes, offset = snap(step.family, step.symbols_are_residuals, step.params, exact.is_parameter_net(model))
         try:
             step = steps.send(torch.from_numpy(values_of(step, codes, offset)))
         except StopIteration as stop:

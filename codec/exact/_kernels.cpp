@@ -1,0 +1,233 @@
+// Kernels whose results are the same bits on every CPU: the operations of the networks that
+// compute the entropy coder's parameters (codec/exact/__init__.py runs those networks on them).
+//
+// Why they are exact everywhere: every output is computed by one fixed sequence of IEEE-754
+// operations (+, -, *, /, comparisons, conversions), each correctly rounded on every x86-64
+// and ARM CPU; the build uses -ffp-contract=off (no fused multiply-add) and no -ffast-math;
+// SIMD runs across independent outputs only (never splitting one output's sum), so AVX2 and
+// the SSE2 baseline give the same bits; exp, erf and tanh are our own code on those
+// operations, not the C library's (whose results differ between versions and CPUs).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+
+// ------------------------------------------------------------------ deterministic math
+namespace dm {
+static constexpr double LN2_64_HI = 0x1.62e42fefa0000p-7;  // ln2/64, 36 bits: n * HI is exact
+static constexpr double LN2_64_LO = 2.572804622327669e-14;  // ln2/64 - HI
+static constexpr double INV_LN2_64 = 92.33248261689366;
+static constexpr double SQRT1_2 = 0.7071067811865476;
+static double EXP2_64[64];  // 2^(j/64)
+
+static inline double dfloor(double x) {  // |x| < 2^62
+  double t = (double)(int64_t)x;
+  return t > x ? t - 1.0 : t;
+}
+static inline double pow2i(int e) {  // 2^e, e in [-1022, 1023]
+  uint64_t b = (uint64_t)(int64_t)(e + 1023) << 52;
+  double d;
+  std::memcpy(&d, &b, 8);
+  return d;
+}
+
+static void init() {  // 2^(j/64) from the series of e^y, y = j ln2 / 64 < ln2: 25 terms reach 1e-25
+  for (int j = 0; j < 64; ++j) {
+    double y = (double)j * LN2_64_HI + (double)j * LN2_64_LO, s = 1.0, term = 1.0;
+    for (int k = 1; k <= 25; ++k) {
+      term = term * y / (double)k;
+      s += term;
+    }
+    EXP2_64[j] = s;
+  }
+}
+
+// e^x, relative error ~2e-16; 0 below -708, +inf above 709.
+static inline double exp(double x) {
+  if (x < -708.0) return 0.0;
+  if (x > 709.0) return __builtin_inf();
+  double n = dfloor(x * INV_LN2_64 + 0.5);
+  double r = (x - n * LN2_64_HI) - n * LN2_64_LO;  // |r| <= ln2/128 (+ a rounding)
+  double p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+  int ni = (int)n, j = ni & 63, e = (ni - j) / 64;
+  return EXP2_64[j] * p * pow2i(e);
+}
+
+// e^x - 1 without cancellation near 0 (Taylor series below |x| = 0.35)
+static inline double expm1(double x) {
+  double a = x < 0 ? -x : x;
+  if (a >= 0.35) return exp(x) - 1.0;
+  double p = 1.0 / 87178291200.0;  // 1/14!
+  static const double inv_fact[13] = {1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                                      1.0 / 362880.0,     1.0 / 40320.0,     1.0 / 5040.0,     1.0 / 720.0,
+                                      1.0 / 120.0,        1.0 / 24.0,        1.0 / 6.0,        0.5, 1.0};
+  for (int i = 0; i < 13; ++i) p = inv_fact[i] + x * p;
+  return x * p;
+}
+
+#include "erf_table.h"
+
+// erf(x), absolute error ~1e-16: a polynomial per interval of width 1/4 (erf_table.h), 1 from |x| = 6
+static inline double erf(double x) {
+  double a = x < 0 ? -x : x, v = 1.0;
+  if (a < 6.0) {  // not for NaN
+    int i = (int)(a * 4.0);
+    const double* c = ERF_POLY[i];
+    double t = a - ((double)i + 0.5) * 0.25;
+    v = c[ERF_DEGREE];
+    for (int j = ERF_DEGREE - 1; j >= 0; --j) v = c[j] + t * v;
+  }
+  return x < 0 ? -v : v;
+}
+
+static inline double tanh(double x) {
+  double a = x < 0 ? -x : x, v;
+  if (a > 22.0) {
+    v = 1.0;
+  } else {
+    double e = expm1(2.0 * a);
+    v = e / (e + 2.0);
+  }
+  return x < 0 ? -v : v;
+}
+
+// the activations, in the order of operations PyTorch's CPU kernels use
+static inline double gelu(double x) { return x * 0.5 * (1.0 + erf(x * SQRT1_2)); }
+static inline double elu(double x) { return x > 0 ? x : expm1(x); }
+static inline double sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+}  // namespace dm
+
+// ------------------------------------------------------------------ vector kernels, per ISA
+#define VEC_BYTES 16
+namespace isa_base {
+#include "simd.h"
+}
+#undef VEC_BYTES
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_AVX2_PATH 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#endif
+#define VEC_BYTES 32
+namespace isa_avx2 {
+#include "simd.h"
+}
+#undef VEC_BYTES
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+static bool use_avx2() {
+#ifdef HAVE_AVX2_PATH
+  static const bool yes = [] {
+    const char* force = std::getenv("NEUROCODEC_EXACT_ISA");
+    if (force && std::string(force) == "baseline") return false;
+    return (bool)__builtin_cpu_supports("avx2");
+  }();
+  return yes;
+#else
+  return false;
+#endif
+}
+
+static void gelu_any(const double* x, double* y, long n) {
+#ifdef HAVE_AVX2_PATH
+  if (use_avx2()) return isa_avx2::Gelu::run(x, y, n);
+#endif
+  isa_base::Gelu::run(x, y, n);
+}
+
+template <typename T>
+static void gemm_any(const T* A, const T* B, const T* bias, T* C, long M, long K, long N) {
+  std::vector<T> pack((size_t)(K * N));
+#ifdef HAVE_AVX2_PATH
+  if (use_avx2()) return isa_avx2::Gemm<T>::run(A, B, bias, C, M, K, N, pack.data());
+#endif
+  isa_base::Gemm<T>::run(A, B, bias, C, M, K, N, pack.data());
+}
+
+// ------------------------------------------------------------------ bindings
+template <typename T>
+using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+template <typename T>
+static Array<T> gemm(Array<T> a, Array<T> b, py::object bias) {
+  if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(0))
+    throw std::invalid_argument("gemm: A must be M x K and B K x N");
+  long M = a.shape(0), K = a.shape(1), N = b.shape(1);
+  Array<T> bias_arr;
+  const T* pb = nullptr;
+  if (!bias.is_none()) {
+    bias_arr = bias.cast<Array<T>>();
+    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != M) throw std::invalid_argument("gemm: bias must have M entries");
+    pb = bias_arr.data();
+  }
+  Array<T> c({M, N});
+  const T *pa = a.data(), *pB = b.data();
+  T* pc = c.mutable_data();
+  {
+    py::gil_scoped_release release;
+    gemm_any<T>(pa, pB, pb, pc, M, K, N);
+  }
+  return c;
+}
+
+using Doubles = Array<double>;
+
+static Doubles like(const Doubles& x) { return Doubles(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim())); }
+
+template <double (*F)(double)>
+static Doubles elementwise(Doubles x) {
+  Doubles y = like(x);
+  const double* px = x.data();
+  double* py_ = y.mutable_data();
+  long n = (long)x.size();
+  {
+    py::gil_scoped_release release;
+    for (long i = 0; i < n; ++i) py_[i] = F(px[i]);
+  }
+  return y;
+}
+
+static Doubles gelu(Doubles x) {
+  Doubles y = like(x);
+  const double* px = x.data();
+  double* py_ = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    gelu_any(px, py_, (long)x.size());
+  }
+  return y;
+}
+
+PYBIND11_MODULE(_kernels, m) {
+  dm::init();
+  m.doc() = "CPU-independent kernels for the networks that compute the coder's parameters (float64)";
+  // float32 too, only to compare the speed (codec.exact's docstring); pybind11 first tries every
+  // overload without conversion, so each dtype finds its own
+  m.def("gemm", &gemm<double>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(),
+        "bias[:, None] + a @ b, each output summed in the order k = 0, 1, ... (a: M x K, b: K x N)");
+  m.def("gemm", &gemm<float>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none());
+  m.def("gelu", &gelu, "x/2 (1 + erf(x / sqrt 2)) elementwise (PyTorch's nn.GELU())");
+  m.def("elu", &elementwise<dm::elu>, "x if x > 0 else e^x - 1, elementwise");
+  m.def("sigmoid", &elementwise<dm::sigmoid>, "1 / (1 + e^-x) elementwise");
+  m.def("tanh", &elementwise<dm::tanh>, "tanh elementwise");
+  m.def("exp", &elementwise<dm::exp>, "e^x elementwise");
+  m.def("erf", &elementwise<dm::erf>, "erf elementwise");
+  m.def("isa", [] { return use_avx2() ? "avx2" : "baseline"; },
+        "the vector width in use (NEUROCODEC_EXACT_ISA=baseline forces the narrowest): the results do not depend on it");
+}

@@ -1,0 +1,191 @@
+"""codec.exact: kernels that give the same bits on every CPU, and coder version 4 built on them.
+
+The kernels are checked against their definition (a sequential sum in Python floats, which are
+IEEE doubles: bit for bit), against PyTorch (close), across their own vector widths (AVX2 and
+the SSE2 baseline: bit for bit), and the coder's parameter codes across forced PyTorch kernel
+sets and thread counts (benchmarks/kernel_portability.py): version 4 must count 0.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import codec.image.pipeline
+from codec import exact
+from codec.container import read_container
+from codec.exact import _kernels
+from codec.image import decode_image, encode_image, reconstruct, load_rgb
+from codec.zoo import load_model
+from models.mlic import ChannelReweight, LinearAttention, build_mlic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _portability():
+    spec = importlib.util.spec_from_file_location("kernel_portability", ROOT / "benchmarks" / "kernel_portability.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def crop(example_image) -> np.ndarray:
+    return load_rgb(example_image)[96:224, 320:448]
+
+
+def test_gemm_is_the_sequential_sum_bit_for_bit():
+    """Every shape class: full vector blocks, row and column tails, K = 0, no bias."""
+    rng = np.random.default_rng(0)
+    for m, k, n, with_bias in [(9, 7, 29, True), (4, 600, 13, True), (1, 3, 1, False), (5, 0, 14, True)]:
+        a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+        bias = rng.standard_normal(m) if with_bias else None
+        got = _kernels.gemm(a, b, bias)
+        for i in range(m):
+            for j in range(n):
+                acc = float(bias[i]) if with_bias else 0.0
+                for t in range(k):
+                    acc = acc + float(a[i, t]) * float(b[t, j])
+                assert got[i, j] == acc, (m, k, n, i, j)
+
+
+def test_activations_are_close_to_pytorch():
+    x = np.concatenate([np.linspace(-40, 40, 40001), np.random.default_rng(1).standard_normal(10000)])
+    t = torch.from_numpy(x)
+    for name, ref in [("gelu", F.gelu), ("elu", F.elu), ("sigmoid", torch.sigmoid), ("tanh", torch.tanh),
+                      ("erf", torch.erf)]:
+        np.testing.assert_allclose(getattr(_kernels, name)(x), ref(t).numpy(), rtol=4e-15, atol=4e-15, err_msg=name)
+    np.testing.assert_allclose(_kernels.exp(x), np.exp(x), rtol=1e-15)
+    assert np.isnan(_kernels.gelu(np.array([np.nan]))[0]) and _kernels.gelu(np.array([np.inf]))[0] == np.inf
+
+
+def test_avx2_and_baseline_vector_widths_give_the_same_bits(tmp_path):
+    script = ("import numpy as np, sys; from codec.exact import _kernels as K; r = np.random.default_rng(2); "
+              "a, b, x = r.standard_normal((37, 301)), r.standard_normal((301, 203)), r.standard_normal(100003) * 4; "
+              "np.savez(sys.argv[1], isa=K.isa(), g=K.gemm(a, b, a[:, 0]), e=K.gelu(x), t=K.tanh(x))")
+    outs = []
+    for isa in ("native", "baseline"):
+        env = {**os.environ, "NEUROCODEC_EXACT_ISA": isa}
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{isa}.npz")], env=env, cwd=ROOT, check=True)
+        outs.append(np.load(tmp_path / f"{isa}.npz"))
+    assert str(outs[1]["isa"]) == "baseline"
+    for key in ("g", "e", "t"):
+        assert outs[0][key].tobytes() == outs[1][key].tobytes(), key
+
+
+def test_layers_match_pytorch():
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 7, 9, dtype=torch.float64)
+    for conv in [torch.nn.Conv2d(6, 5, 3, padding=1), torch.nn.Conv2d(6, 4, 5, padding=2), torch.nn.Conv2d(6, 3, 1),
+                 torch.nn.ConvTranspose2d(6, 4, 5, 2, 2, 1), torch.nn.ConvTranspose2d(6, 3, 3, 2, 1, 1)]:
+        conv = conv.double()
+        torch.testing.assert_close(exact.convert(conv)(x), conv(x), rtol=1e-12, atol=1e-12)
+    conv = torch.nn.Conv2d(6, 5, 5, padding=2).double()
+    pos = torch.rand(7, 9) < 0.5
+    assert torch.equal(exact.convert(conv).at(x, pos), exact.convert(conv)(x)[:, :, pos])
+    attention, reweight = LinearAttention(6, 6, 8, 8).double(), ChannelReweight(6).double()
+    mask = torch.rand(7, 9) < 0.5
+    torch.testing.assert_close(exact.convert(attention)(x, x, key_mask=mask), attention(x, x, key_mask=mask))
+    torch.testing.assert_close(exact.convert(reweight)(x), reweight(x))
+    with pytest.raises(NotImplementedError):
+        exact.convert(torch.nn.Conv2d(6, 5, 3, stride=2))
+
+
+def test_shipped_model_parameters_match_the_pytorch_route(crop):
+    """On the shipped weights the exact route's parameters are those of coder version 3 up to
+    float64 roundings, so the codes agree (a code may differ only at a grid boundary)."""
+    net, _ = load_model("mlic-medium-gaussian")
+    x = codec.image.pixels.to_tensor(crop, net.stride)
+    q = torch.tensor([4.0])
+    with torch.no_grad():
+        y = net.analysis(x, q)
+        z = net.hyper_analysis(y)
+    medians = net.z_medians().view(1, -1, 1, 1)
+    z_hat = (torch.round(z - medians) + medians).double()
+    params = []
+    for version in (3, 4):
+        param_net = codec.image.pipeline.parameter_net(net, version)
+        steps, seen = param_net.coding_steps(z_hat, q), []
+        with torch.no_grad():
+            step = next(steps)
+            try:
+                while True:
+                    seen.append({k: v.numpy() for k, v in step.params.items()})
+                    step = steps.send(torch.round(y[step.mask].double() - step.params["mean"]) + step.params["mean"])
+            except StopIteration:
+                pass
+        params.append(seen)
+    assert len(params[0]) == len(params[1]) == 8
+    for old, new in zip(*params):
+        for key in ("mean", "scale"):
+            np.testing.assert_allclose(new[key], old[key], rtol=1e-11, atol=1e-12)
+        old_codes, new_codes = codec.entropy.quantize_params("gaussian", **old), exact.quantize_params("gaussian", **new)
+        assert all(np.mean(old_codes[k] != new_codes[k]) < 1e-3 for k in ("mean", "scale"))
+
+
+def test_exact_grid_is_the_coders_grid():
+    rng = np.random.default_rng(3)
+    params = {"mean": rng.standard_normal(100000) * 20, "scale": np.exp(rng.uniform(-3, 9, 100000))}
+    ours, coders = exact.quantize_params("gaussian", **params), codec.entropy.quantize_params("gaussian", **params)
+    assert all(np.array_equal(ours[k], coders[k]) for k in ("mean", "scale"))
+    with pytest.raises(codec.entropy.EntropyCodingError):
+        exact.quantize_params("gaussian", mean=np.zeros(2), scale=np.array([1.0, np.nan]))
+
+
+@pytest.mark.parametrize("model", ["mlic-medium-gaussian", "hyperprior-small"])
+def test_version_4_files_round_trip(crop, model):
+    data = encode_image(crop[:70, :100], model=model, quality=5)
+    assert read_container(data)[0].coder["version"] == 4
+    assert np.array_equal(decode_image(data), reconstruct(crop[:70, :100], model=model, quality=5))
+
+
+def test_version_3_files_still_decode(crop, monkeypatch):
+    monkeypatch.setattr(codec.image.pipeline, "CODER_VERSION", 3)
+    data, expected = encode_image(crop, quality=3), reconstruct(crop, quality=3)
+    monkeypatch.undo()
+    assert read_container(data)[0].coder["version"] == 3
+    assert np.array_equal(decode_image(data), expected)
+
+
+def test_families_outside_the_exact_kernels_stay_on_version_3():
+    assert exact.supports(build_mlic("mlic-tiny", "gaussian"))
+    for family in ("gg", "gmm", "mvgmm"):
+        model = build_mlic("mlic-tiny", family)
+        assert not exact.supports(model) and codec.image.pipeline._coder_version(model) == 3
+        with pytest.raises(NotImplementedError):
+            exact.parameter_net(model)
+
+
+def _differing_codes(images, kernels, threads, routes=("v1", "v3", "v3-threads", "v4")):
+    kp = _portability()
+    counts = kp.differing_codes(["mlic-medium-gaussian"], images, 4.0, kernels, threads, routes)
+    return {key[1:]: n for key, n in counts.items() if key != "total"}, counts["total"]
+
+
+def test_version_4_codes_are_identical_across_kernel_sets_and_threads(crop):
+    """Fast: one 128 x 128 crop, native kernels on one thread against PyTorch's and ours
+    without SIMD on one and two."""
+    counts, total = _differing_codes([crop], ["native", "default"], (1, 2), routes=("v4",))
+    assert total["mlic-medium-gaussian"] == 2 * 8 * 8 * 192 and len(counts) == 4
+    assert all(n == 0 for n in counts.values()), counts
+
+
+@pytest.mark.slow
+def test_version_4_codes_are_identical_on_every_kernel_set_and_thread_count(example_image):
+    """Slow: six images (four crops of kodim23 at several sizes, a smooth gradient, noise),
+    every kernel set this CPU runs, 1, 2 and 3 threads."""
+    rgb = load_rgb(example_image)
+    rng = np.random.default_rng(4)
+    ramp = np.linspace(0, 255, 192 * 256 * 3).reshape(192, 256, 3).astype(np.uint8)
+    images = [rgb, rgb[:256, :384], rgb[200:392, 100:420], rgb[300:, 500:], ramp,
+              rng.integers(0, 256, (128, 192, 3), dtype=np.uint8)]
+    kernels = _portability().available_kernel_sets()
+    counts, _ = _differing_codes(images, kernels, (1, 2, 3), routes=("v4",))
+    assert all(n == 0 for (route, _, _), n in counts.items() if route == "v4"), counts
