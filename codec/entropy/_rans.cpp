@@ -23,6 +23,7 @@
 #include <vector>
 #ifdef __SSE2__
 #include <emmintrin.h>
+#include "../detmath.h"
 #endif
 
 namespace py = pybind11;
@@ -60,16 +61,8 @@ enum Family { GAUSSIAN = 0, LAPLACE = 1, GG = 2, GMM = 3 };
 
 // ------------------------------------------------------------------ deterministic math
 static inline double dabs(double x) { return x < 0 ? -x : x; }
-static inline double dfloor(double x) {  // |x| < 2^62
-  double t = (double)(int64_t)x;
-  return t > x ? t - 1.0 : t;
-}
-static inline double pow2i(int e) {  // 2^e, e in [-1022, 1023]
-  uint64_t b = (uint64_t)(int64_t)(e + 1023) << 52;
-  double d;
-  std::memcpy(&d, &b, 8);
-  return d;
-}
+using detmath::dfloor;
+using detmath::pow2i;
 
 static double exp2_slow(double x) {
   if (x < -1060.0) return 0.0;

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "../detmath.h"
+
 namespace py = pybind11;
 
 // ------------------------------------------------------------------ deterministic math
@@ -27,16 +29,8 @@ static constexpr double INV_LN2_64 = 92.33248261689366;
 static constexpr double SQRT1_2 = 0.7071067811865476;
 static double EXP2_64[64];  // 2^(j/64)
 
-static inline double dfloor(double x) {  // |x| < 2^62
-  double t = (double)(int64_t)x;
-  return t > x ? t - 1.0 : t;
-}
-static inline double pow2i(int e) {  // 2^e, e in [-1022, 1023]
-  uint64_t b = (uint64_t)(int64_t)(e + 1023) << 52;
-  double d;
-  std::memcpy(&d, &b, 8);
-  return d;
-}
+using detmath::dfloor;
+using detmath::pow2i;
 
 static void init() {  // 2^(j/64) from the series of e^y, y = j ln2 / 64 < ln2: 25 terms reach 1e-25
   for (int j = 0; j < 64; ++j) {
