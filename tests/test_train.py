@@ -49,7 +49,7 @@ def test_resume_continues_exactly(folders, tmp_path):
     train(tmp_path / "b", _cfg(folders), stop_after=2)
     with pytest.raises(FileExistsError):
         train(tmp_path / "b", _cfg(folders))
-    resumed = train(tmp_path / "b", _cfg(folders), resume=True)
+    resumed = train(tmp_path / "b", _cfg(folders, loaders=2), resume=True)  # patches cut by 2 processes
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r[:5] for r in csv.reader(open(tmp_path / "a" / "log.csv"))][1:] != []
@@ -233,3 +233,25 @@ def test_ddp_two_cpu_processes_stay_in_sync(folders, tmp_path):
     init = codec.zoo.get_preset("hyperprior-small").build().state_dict()
     assert not torch.equal(init["g_a.0.weight"], r0["g_a.0.weight"])
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 3
+
+
+def test_loader_processes_cut_the_same_batches_in_the_same_order(folders):
+    """`--loaders N` (for a GPU) cuts patches in worker processes; resuming and exactness rest
+    on every step seeing the batch it would see in the training process."""
+    from codec.train.data import RandomPatches, patch_batches
+
+    data = RandomPatches(folders / "train", 32, seed=3)
+    here = list(patch_batches(data, 5, 12, 2))
+    ahead = list(patch_batches(data, 5, 12, 2, loaders=3))
+    assert len(here) == len(ahead) == 7
+    assert all(torch.equal(a, b) for a, b in zip(here, ahead))
+    assert torch.equal(here[0], torch.from_numpy(data.batch(5, 2))) and not torch.equal(here[0], here[1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_a_clear_error(folders, tmp_path, capsys):
+    args = ["train", "--run", str(tmp_path / "run"), "--model", "hyperprior-small", "--data", str(folders / "train"),
+            "--steps", "1", "--crop", "64", "--batch", "1", "--threads", "1", "--no-bf16", "--device", "cuda"]
+    assert main(args) == 1
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -47,3 +47,24 @@ class RandomPatches:
 
     def batch(self, step: int, size: int, rank: int = 0) -> np.ndarray:
         return np.stack([self.patch(step, rank * size + i) for i in range(size)])
+
+
+def patch_batches(data: RandomPatches, start: int, stop: int, size: int, rank: int = 0, loaders: int = 0):
+    """The batches (tensors) of steps start..stop-1 in order, cut by `loaders` worker processes
+    ahead of the training step (worker w cuts the steps start + w, start + w + loaders, ...; the
+    data loader hands them back round-robin, so the order, like each batch, is that of the
+    steps), or in this process when `loaders` is 0."""
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+    if loaders == 0:
+        return (torch.from_numpy(data.batch(s, size, rank)) for s in range(start, stop))
+
+    class Steps(IterableDataset):
+        def __iter__(self):
+            w = get_worker_info()
+            return (data.batch(s, size, rank) for s in range(start + w.id, stop, w.num_workers))
+
+    # its own generator: seeding the workers must not draw from the training's random stream
+    return DataLoader(Steps(), batch_size=None, num_workers=loaders, prefetch_factor=4,
+                      pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0))

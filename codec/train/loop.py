@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from codec.files import write_atomic_with
-from codec.train.data import IMAGE_SUFFIXES, RandomPatches
+from codec.train.data import IMAGE_SUFFIXES, RandomPatches, patch_batches
 from codec.train.export import write_weights
 from codec.train.warmstart import init_from
 
@@ -59,6 +59,9 @@ SETTINGS: dict[str, tuple] = {
     "clip": (1.0, "gradient norm clipping"),
     "seed": (1, "seed of the weights, the noise and the patches"),
     "threads": (2, "torch threads per process"),
+    "device": ("auto", "cuda, cpu, or auto (CUDA where torch sees a GPU)"),
+    "loaders": (0, "processes that cut the patches ahead of the training step (0: the training process "
+                   "itself); a GPU needs several to be kept busy; the batches are the same either way"),
     "bf16": (native_bf16(), "bfloat16 autocast for the forward pass (1.6x faster on CPUs with "
                             "AVX512-BF16, 8x slower without; the default says whether this CPU has it)"),
     "log_every": (50, "steps per row of log.csv"),
@@ -75,16 +78,21 @@ def lr_at(step: int, cfg: dict) -> float:
     return cfg["lr"]
 
 
-def _distributed():
+def _distributed(device_setting: str = "auto"):
     """(rank, world size, device), joining the process group when started by torchrun."""
     import torch
     import torch.distributed as dist
 
+    if device_setting not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"device must be auto, cuda or cpu, not {device_setting!r}")
+    if device_setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device here")
+    cuda = device_setting != "cpu" and torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank() if world > 1 else 0
-    if torch.cuda.is_available():
+    if cuda:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     else:
@@ -110,9 +118,9 @@ def train(run_dir: str | Path, cfg: dict, resume: bool = False, checkpoint_every
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists() and not resume:
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it")
-    rank, world, device = _distributed()
-    main_process = rank == 0
     cfg = {**DEFAULTS, **cfg}
+    rank, world, device = _distributed(cfg["device"])
+    main_process = rank == 0
     if not cfg["data"]:
         raise ValueError("no training data: give --data FOLDER")
     torch.set_num_threads(cfg["threads"])
@@ -184,8 +192,9 @@ def train(run_dir: str | Path, cfg: dict, resume: bool = False, checkpoint_every
     bar = tqdm(total=cfg["steps"], initial=step, desc="train", dynamic_ncols=True, disable=not main_process)
     acc = []
     model.train()
+    batches = iter(patch_batches(data, step, cfg["steps"], cfg["batch"], rank, cfg["loaders"]))
     while step < cfg["steps"] and not should_stop():
-        x = torch.from_numpy(data.batch(step, cfg["batch"], rank)).to(device)
+        x = next(batches).to(device, non_blocking=True)
         quality = torch.rand(x.shape[0]) * (model.levels - 1) + 1
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
