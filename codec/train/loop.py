@@ -1,6 +1,6 @@
 """`neurocodec train`: a resumable training loop for the variable-rate image models.
 
-Why its own loop: training happens on a 2-core CPU across sessions, so what matters is exact
+Why its own loop: training runs on a 2-core CPU in pieces that are stopped and resumed, so what matters is exact
 resume (model, optimizers, step, RNG, and data that depends only on the step), checkpoints
 on a timer and on SIGTERM, validation with real files, and the same code scaling to GPUs
 with `torchrun` (DistributedDataParallel, NCCL on GPUs, gloo on CPUs). Checkpoints are
