@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from codec.errors import NeurocodecError, WeightsError
 from codec.files import sha256_file, write_atomic
-from models.hyperprior import DEFAULT_LAMBDAS, MeanScaleHyperprior
+from models.hyperprior import DEFAULT_LAMBDAS, LAMBDA_LADDER, MeanScaleHyperprior
 from models.mlic import MLIC, MLIC_PRESETS
 
 DEFAULT_IMAGE_MODEL = "mlic-medium-gaussian"
@@ -45,8 +45,14 @@ class Preset:
     likelihood: str = "gaussian"
     description: str = ""
 
-    def build(self) -> torch.nn.Module:
-        return self.model_class(**self.config)
+    def build(self, levels: int | None = None) -> torch.nn.Module:
+        """The model; `levels`: an image model's quality levels (the first of LAMBDA_LADDER),
+        default the preset's own."""
+        if levels is None:
+            return self.model_class(**self.config)
+        if self.kind != "image" or not 1 <= levels <= len(LAMBDA_LADDER):
+            raise ValueError(f"{self.name}: quality levels must be 1..{len(LAMBDA_LADDER)} for an image model, not {levels}")
+        return self.model_class(**self.config, lambdas=LAMBDA_LADDER[:levels])
 
 
 PRESETS: dict[str, Preset] = {
@@ -155,7 +161,7 @@ def list_models() -> list[dict]:
     out = []
     for p in PRESETS.values():
         rel = releases(p.name)
-        levels = len(p.config.get("lambdas", DEFAULT_LAMBDAS)) if p.kind == "image" else None
+        levels = len(manifest().get(p.name, {}).get("lambdas", DEFAULT_LAMBDAS)) if p.kind == "image" else None
         out.append({"name": p.name, "kind": p.kind, "likelihood": p.likelihood,
                     "weights_shipped": bool(rel) and rel[0]["installed"], "default": p.name == DEFAULT_IMAGE_MODEL,
                     "qualities": [1.0, float(levels)] if levels else None,
@@ -207,8 +213,12 @@ def load_model(name: str) -> tuple[torch.nn.Module, str]:
 def build_with_weights(name: str, path: str | Path) -> torch.nn.Module:
     """The preset with the weights of a .safetensors file, in eval mode, without the manifest's
     sha256 check: for measuring weights that are not (or no longer) the shipped ones."""
-    model = get_preset(name).build()
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    gains = state.get("gain.log_gain")  # one row per quality level the weights were trained for
+    try:
+        model = get_preset(name).build(levels=None if gains is None else gains.shape[0])
+    except ValueError as e:
+        raise WeightsError(f"weights {path} do not fit {name}: {e}") from e
     load_state(model, state)
     model.eval()
     return model

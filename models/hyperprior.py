@@ -20,6 +20,10 @@ from models.coding import CodingStep
 # Rate-distortion trade-offs of the quality levels (MSE on 0..1 pixels, x 255^2 in the loss),
 # the values CompressAI's pretrained models use for qualities 1..8.
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+# One ladder for every model: a model with L quality levels was trained for its first L rungs.
+# The rungs past 8 go on at CompressAI's ratio (~1.93 per level) to reach the high rates
+# (38 dB and more on Kodak) that quality 8 stops short of.
+LAMBDA_LADDER = DEFAULT_LAMBDAS + (0.35, 0.67, 1.3)
 SCALE_BOUND = 0.11  # lower bound on the Gaussian scale, as in CompressAI
 Y_STREAMS = 4  # coding steps (channel groups, one rANS stream each) of the mean-scale model's y
 

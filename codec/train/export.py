@@ -123,7 +123,7 @@ def export_weights(run_dir: str | Path, output: str | Path, dtype: str = "float1
         raise FileNotFoundError(f"no checkpoint.pt in {run_dir}")
     state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
     cfg = state["config"]
-    model = get_preset(cfg["model"]).build()
+    model = get_preset(cfg["model"]).build(levels=cfg.get("levels"))
     model.load_state_dict(state["model"])
     training = {"steps": state["step"], "hours": round(state["elapsed"] / 3600, 3),
                 "data": str(cfg["data"]), "settings": cfg}

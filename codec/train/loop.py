@@ -41,6 +41,8 @@ def native_bf16() -> bool:
 # the saved ones and only flags given explicitly override them.
 SETTINGS: dict[str, tuple] = {
     "model": ("mlic-tiny-gaussian", "model preset to train (see `neurocodec models`)"),
+    "levels": (8, "quality levels: the model is trained for the first N trade-offs of the lambda "
+                  "ladder (8: 0.0018 ... 0.18; 11 goes on to 1.3 for the highest qualities)"),
     "init": (None, "start a new run from these weights (.safetensors): tensors whose name and shape "
                    "match the model are loaded, layers of a wider model are widened to the same "
                    "function, a Gaussian model's parameter heads are carried to the GG family as the same "
@@ -125,7 +127,7 @@ def train(run_dir: str | Path, cfg: dict, resume: bool = False, checkpoint_every
         raise ValueError("no training data: give --data FOLDER")
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
-    model = get_preset(cfg["model"]).build().to(device)
+    model = get_preset(cfg["model"]).build(levels=cfg["levels"]).to(device)
     aux_names = {n for n, _ in model.named_parameters() if n.endswith(".quantiles")}
     aux_params = [p for n, p in model.named_parameters() if n in aux_names]
     main_params = [p for n, p in model.named_parameters() if n not in aux_names]

@@ -22,7 +22,8 @@ def init_from(model, path: str | Path, noise: float = 0.25) -> list[str]:
     From a Gaussian model (the manifest beside the file says so) to one of another family,
     the parameter heads' last layers are rewritten to emit the same law where the family can
     (`model.from_gaussian`: GG with beta = 2), so the new family starts where the Gaussian
-    training left off. Everything else keeps its fresh initialization. Buffers are not copied: shipped float16
+    training left off. A model of more quality levels gets the trained gains and new levels
+    extrapolated from the last two. Everything else keeps its fresh initialization. Buffers are not copied: shipped float16
     files hold the 1e-9 likelihood bounds as 0."""
     import torch
     from safetensors.torch import load_file
@@ -38,6 +39,8 @@ def init_from(model, path: str | Path, noise: float = 0.25) -> list[str]:
         v = v.to(own[name].dtype)
         if target == v.shape:
             taken[name] = v
+        elif name.endswith("log_gain") and target[1:] == v.shape[1:] and target[0] > v.shape[0]:
+            taken[name] = _extend_levels(v, target[0])
         elif from_gaussian and (carried := from_gaussian(name, v)) is not None and carried.shape == target:
             taken[name] = carried
         elif all(t % s == 0 for t, s in zip(target, v.shape)):
@@ -50,6 +53,16 @@ def init_from(model, path: str | Path, noise: float = 0.25) -> list[str]:
         for k, v in taken.items():
             own[k].copy_(v)
     return sorted(taken)
+
+
+def _extend_levels(log_gain, levels: int):
+    """A gain table of more quality levels than it was trained for: the new levels go on along
+    the last step between trained levels (the lambda ladder's ratio is nearly constant)."""
+    import torch
+
+    step = log_gain[-1] - log_gain[-2]
+    extra = [log_gain[-1] + k * step for k in range(1, levels - log_gain.shape[0] + 1)]
+    return torch.cat([log_gain, torch.stack(extra)])
 
 
 def _likelihood_of(path: str | Path) -> str | None:
