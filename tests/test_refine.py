@@ -91,3 +91,31 @@ def test_cli_refine_shows_progress_and_verifies(tmp_path, example_image, capsys,
     video = tmp_path / "clip.ncf"
     assert main(["encode", str(carphone), "-o", str(video), "--refine", "4"]) == 1
     assert "--refine applies to images" in capsys.readouterr().err and not video.exists()
+
+
+def test_effort_levels_pick_refinement_steps(tmp_path, example_image, capsys, monkeypatch):
+    """`--effort max` is `--refine 50` (the same bytes), fast and default the plain encode;
+    an unknown level or an effort together with steps is refused."""
+    from PIL import Image
+
+    from codec.cli import main
+    from codec.image import refine
+
+    monkeypatch.setitem(refine.EFFORT_STEPS, "max", 3)  # the same path, fewer steps
+    rgb = np.array(Image.open(example_image).convert("RGB").crop((300, 200, 364, 264)))
+    plain = encode_image(rgb, model="hyperprior-small", quality=5)
+    assert encode_image(rgb, model="hyperprior-small", quality=5, effort="fast") == plain
+    assert encode_image(rgb, model="hyperprior-small", quality=5, effort="default") == plain
+    most = encode_image(rgb, model="hyperprior-small", quality=5, effort="max")
+    assert most == encode_image(rgb, model="hyperprior-small", quality=5, refine=3) != plain
+    with pytest.raises(NeurocodecError, match="effort must be one of"):
+        encode_image(rgb, model="hyperprior-small", effort="slow")
+    with pytest.raises(NeurocodecError, match="not both"):
+        encode_image(rgb, model="hyperprior-small", effort="max", refine=2)
+    src, ncf = tmp_path / "crop.png", tmp_path / "crop.ncf"
+    Image.fromarray(rgb).save(src)
+    assert main(["encode", str(src), "-o", str(ncf), "--model", "hyperprior-small", "--quality", "5",
+                 "--effort", "max", "--verify"]) == 0
+    assert ncf.read_bytes() == most
+    assert main(["encode", str(src), "-o", str(tmp_path / "b.ncf"), "--effort", "max", "--refine", "2"]) == 1
+    assert "not both" in capsys.readouterr().err and not (tmp_path / "b.ncf").exists()

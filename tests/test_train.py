@@ -212,6 +212,39 @@ def test_init_carries_a_gaussian_model_to_the_gg_family_as_the_same_law(tmp_path
     assert "anchor_head.0.4.weight" not in init_from(fresh, path)
 
 
+def test_more_quality_levels_extend_the_gains_and_load_from_their_weights(folders, tmp_path):
+    """--levels 11 from 8-level weights: the trained levels are unchanged, the new ones go on
+    along the last step; an export of it loads as an 11-level model (levels read from the
+    weights) whose quality 11 codes and decodes, while 8-level releases stay 8-level."""
+    from codec.train.export import write_weights
+    from codec.train.warmstart import init_from
+    from codec.zoo import build_with_weights, get_preset
+    from models.hyperprior import LAMBDA_LADDER
+
+    torch.manual_seed(0)
+    base = get_preset("hyperprior-small").build()
+    path = tmp_path / write_weights(base, "hyperprior-small", tmp_path, "float32")["file"]
+    more = get_preset("hyperprior-small").build(levels=11)
+    assert more.lambdas == LAMBDA_LADDER[:11] and more.lambdas[:8] == base.lambdas
+    assert "gain.log_gain" in init_from(more, path)
+    g, g0 = more.gain.log_gain.detach(), base.gain.log_gain.detach()
+    assert torch.equal(g[:8], g0) and torch.allclose(g[10] - g[9], g0[7] - g0[6])
+    with pytest.raises(ValueError, match="quality levels"):
+        get_preset("hyperprior-small").build(levels=len(LAMBDA_LADDER) + 1)
+    run = tmp_path / "run"
+    train(run, _cfg(folders, levels=11, init=str(path), steps=1))
+    out = tmp_path / "out"
+    out.mkdir()
+    entry = export_weights(run, out)
+    assert len(entry["lambdas"]) == 11
+    assert build_with_weights("hyperprior-small", out / entry["file"]).levels == 11
+    assert build_with_weights("hyperprior-small", path).levels == 8
+    with weights_from(out):
+        rgb = np.asarray(Image.open(folders / "val" / "v.png"))
+        data = codec.encode_image(rgb, model="hyperprior-small", quality=11)
+        assert codec.decode_image(data).shape == rgb.shape
+
+
 def test_ddp_two_cpu_processes_stay_in_sync(folders, tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""

@@ -197,7 +197,7 @@ def _neurocodec(model: str) -> ImageCodec:
     if not m.get("weights_shipped", False):
         raise CodecUnavailable(f"neurocodec:{model}: no weights shipped for this model")
     qmin, qmax = (m.get("qualities") or [1.0, 8.0])[:2]
-    defaults = [float(q) for q in np.linspace(qmin, qmax, 8)]
+    defaults = [float(q) for q in np.arange(qmin, qmax + 0.5)]  # every trained level
     version = getattr(codec, "__version__", None)
     if version is None:
         try:

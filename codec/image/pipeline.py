@@ -34,7 +34,7 @@ from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError
                              sections_by_name, write_container)
 from codec.errors import NeurocodecError
 from codec.image.pixels import load_rgb, to_rgb8, to_tensor
-from codec.image.refine import refine_latents
+from codec.image.refine import effort_steps, refine_latents
 from codec.image.tiles import (MAX_TILE, PACKED_SINCE, TILE, TileStreams, tile_grid, tile_prefix, tile_sections,
                                tile_side)
 from codec.image.ycoding import decode_y, quantize_y
@@ -152,7 +152,7 @@ def _encode_tile(net, param_net, rgb: np.ndarray, quality: float, refine: int, p
 
 def encode_image(image, model: str | None = None, quality: float = 4.0,
                  limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE, refine: int = 0,
-                 progress=None) -> bytes:
+                 effort: str | None = None, progress=None) -> bytes:
     """Compress an image (path, file object, PIL image or uint8 array) to .ncf bytes.
 
     `quality` is continuous in [1, L] (L = the model's number of trained rate points,
@@ -160,8 +160,13 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     Images with a side above `tile` are coded in independent tiles (bounded memory).
     `refine` > 0: optimize the latents for this image for that many steps first
     (codec.image.refine; slower encoding, the same decoder); `progress(done, total)` is called
-    after every refinement step (total = steps x tiles).
+    after every refinement step (total = steps x tiles). `effort` ("fast", "default", "max")
+    picks the refinement steps instead (codec.image.refine.EFFORT_STEPS).
     """
+    if effort is not None:
+        if refine:
+            raise NeurocodecError("give an effort level or refinement steps, not both")
+        refine = _effort_steps(effort)
     if refine < 0:
         raise NeurocodecError(f"refine steps must be >= 0, got {refine}")
     release = model or DEFAULT_IMAGE_MODEL  # MODEL (its newest release) or MODEL@ID
@@ -195,6 +200,13 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
                     pad_height=-(-h // net.stride) * net.stride,
                     color=COLOR_FORMAT, quality=quality, coder=coder)
     return write_container(header, sections)
+
+
+def _effort_steps(effort: str) -> int:
+    try:
+        return effort_steps(effort)
+    except ValueError as e:
+        raise NeurocodecError(str(e)) from None
 
 
 @torch.no_grad()
