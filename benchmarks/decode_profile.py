@@ -131,7 +131,8 @@ def compare_versions(model: str, rgb: np.ndarray, repeat: int) -> None:
     finally:
         codec.image.pipeline.CODER_VERSION = shipped
     for version, dtype in PARAMETER_DTYPES.items():
-        route = "codec.exact" if version >= codec.image.pipeline.EXACT_SINCE else f"{dtype} PyTorch"
+        exact = codec.image.pipeline.exact_parameters(load_model(model)[0], version)
+        route = "codec.exact" if exact else f"{dtype} PyTorch"
         encode_s, decode_s = min(times[version]["encode"]), min(times[version]["decode"])
         print(f"coder version {version} ({route} parameter networks): CPU seconds encode {encode_s:.3f}, "
               f"decode {decode_s:.3f}, {decode_s / min(times[3]['decode']):.2f}x version 3's decode")

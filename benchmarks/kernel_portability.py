@@ -119,7 +119,8 @@ def _drift_worker(job: dict) -> None:
         param_net = pipeline.parameter_net(net, version)
         with torch.no_grad(), torch_threads(1, onednn=False):
             ycoding.quantize_y(param_net, torch.from_numpy(inputs["y"]),
-                               torch.from_numpy(inputs["z_hat"]).to(dtype), torch.tensor([job["quality"]]))
+                               torch.from_numpy(inputs["z_hat"]).to(dtype), torch.tensor([job["quality"]]),
+                               mixture_residuals=True)
         out[str(dtype)] = np.concatenate(seen).astype(np.float64)
     np.savez(job["out"], **out)
     ycoding.snap = snap
@@ -141,7 +142,8 @@ def _codes_worker(job: dict) -> None:
         with torch.no_grad(), pin:
             streams, _ = ycoding.quantize_y(param_net, torch.from_numpy(inputs["y"]),
                                             torch.from_numpy(inputs["z_hat"]).to(pipeline.PARAMETER_DTYPES[version]),
-                                            torch.tensor([job["quality"]]))
+                                            torch.tensor([job["quality"]]),
+                                            version >= pipeline.MIXTURE_RESIDUALS_SINCE)
         out[route] = np.concatenate([np.ravel(c) for s in streams for c in s.codes.values()])
     np.savez(job["out"], **out)
 

@@ -8,8 +8,9 @@ grid and codes; models never call the coder.
 Interface (every family)
     name                       "gaussian" | "laplace" | "gg" | "gmm" | "mvgmm"
     symbols_are_residuals      True: the coder codes round(y - mean) under a zero-mean law
-                               and reconstructs symbol + mean (gaussian, laplace, gg);
-                               False: it codes round(y) directly under the law (gmm, mvgmm)
+                               and reconstructs symbol + mean (gaussian, laplace, gg), for
+                               gmm round(y - mean of the heaviest component);
+                               False: it codes round(y) directly under the law (mvgmm)
     num_params(C)              channels a head must emit for C latent channels
     params_from_head(t, channel_offset=0) -> dict[str, Tensor]
                                t: (B, num_params(C), H, W). Layout is parameter-major:
@@ -27,7 +28,8 @@ Interface (every family)
                                float tensors named as the coder expects (see each family).
     quantize(y, params) -> Tensor
                                y_hat with a straight-through gradient: round(y - mean) + mean
-                               for residual families, round(y) otherwise.
+                               for residual families (the heaviest component's mean for gmm),
+                               round(y) otherwise.
 
 Training quantization proxy (the model's choice, stated here): the rate is the likelihood of
 y + U(-0.5, 0.5) noise (additive uniform noise); the values passed on to contexts and the
@@ -263,6 +265,12 @@ class GeneralizedGaussian(LikelihoodFamily):
         return f"name='gg', beta_mode={self.beta_mode!r}, rectify={self.rectify}"
 
 
+def heaviest_mean(weight: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """(..., K) weights and means -> (...) the mean of the heaviest component (argmax: the
+    first of equal ones, as the coder picks it from the snapped weights)."""
+    return mean.gather(-1, weight.argmax(-1, keepdim=True))[..., 0]
+
+
 def _gmm_bin_mass(v: torch.Tensor, weight, mean, scale) -> torch.Tensor:
     """v: (...), weight/mean/scale: (..., K) -> mixture mass of [v - .5, v + .5]."""
     return (weight * _gauss_bin_mass(v.unsqueeze(-1) - mean, scale)).sum(-1)
@@ -274,16 +282,29 @@ class GaussianMixture(LikelihoodFamily):
     Head layout [weight logits | means | scales], each C*K channels, channel-major
     (channel c, component k at c*K + k). Params: weight (softmax over K), mean, scale (>= 0.11),
     each (B, C, H, W, K). coding_values: {"weight", "mean", "scale"}, each (..., K); weights
-    sum to 1. symbols_are_residuals = False: the coder codes round(y) under the mixture.
-    """
+    sum to 1.
+
+    Symbols (`residual`, the default): round(y - m*), m* the mean of the heaviest component
+    (the first of equally heavy ones), coded under the mixture shifted by -m*. A mixture of
+    equal components is then exactly the Gaussian it came from, rounding and all: rounding y
+    itself instead (residual=False, coder versions before 5, and the univariate steps of
+    mvgmm) cost a Gaussian carried over to the mixture 2.6 % more bits and 0.04 dB on kodim05 at
+    quality 4 before any training (mlic-medium, 2026-12-07)."""
 
     name = "gmm"
-    symbols_are_residuals = False
 
-    def __init__(self, K: int = 3):
+    def __init__(self, K: int = 3, residual: bool = True):
         super().__init__()
         self.K = K
         self.params_per_channel = 3 * K
+        self.symbols_are_residuals = residual
+
+    def quantize(self, y: torch.Tensor, params: dict, rounding=None) -> torch.Tensor:
+        rounding = rounding or _ste_round
+        if not self.symbols_are_residuals:
+            return rounding(y)
+        m = heaviest_mean(params["weight"], params["mean"])
+        return rounding(y - m) + m
 
     def _split(self, t: torch.Tensor) -> list[torch.Tensor]:
         B, _, H, W = t.shape
@@ -424,7 +445,7 @@ def _fill_tril(entries: torch.Tensor, G: int) -> torch.Tensor:
 
 # the univariate family an mvgmm step is coded with
 def univariate_of(family: LikelihoodFamily) -> LikelihoodFamily:
-    return GaussianMixture(family.K) if isinstance(family, MultivariateGaussianMixture) else family
+    return GaussianMixture(family.K, residual=False) if isinstance(family, MultivariateGaussianMixture) else family
 
 
 FAMILIES = ("gaussian", "laplace", "gg", "gmm", "mvgmm")

@@ -5,7 +5,7 @@ import torch
 
 from models.gg import gammainc_p, gammainc_q, gg_bin_mass, gg_cdf
 from models.likelihoods import (BETA_MAX, BETA_MIN, FAMILIES, SCALE_BOUND, GeneralizedGaussian,
-                                MultivariateGaussianMixture, make_family)
+                                MultivariateGaussianMixture, make_family, univariate_of)
 
 torch.set_num_threads(1)
 D = torch.float64
@@ -54,6 +54,7 @@ def test_family_interface_shapes_and_normalisation(name):
     # the unit bins tile the line: masses over a wide integer grid sum to one
     grid = torch.arange(-60, 61, dtype=D).view(-1, 1, 1, 1, 1)
     if name == "mvgmm":
+        assert not fam.symbols_are_residuals and not univariate_of(fam).symbols_are_residuals
         cv = fam.coding_values(params)
         assert set(cv) == {"weight", "mean", "scale"} and cv["weight"].shape == (2, C // 2, 3, 3, 3)
         return
@@ -65,7 +66,7 @@ def test_family_interface_shapes_and_normalisation(name):
     want = {"gaussian": {"mean", "scale"}, "laplace": {"mean", "scale"}, "gg": {"mean", "scale", "beta"},
             "gmm": {"weight", "mean", "scale"}}[name]
     assert set(cv) == want
-    assert fam.symbols_are_residuals == (name in ("gaussian", "laplace", "gg"))
+    assert fam.symbols_are_residuals  # every univariate family codes residuals (gmm: around its heaviest mean)
     if name == "gmm":
         assert cv["weight"].shape == (2, C, 3, 3, 3)
         assert torch.allclose(cv["weight"].sum(-1), torch.ones(2, C, 3, 3, dtype=D))
@@ -133,3 +134,17 @@ def test_mvgmm_chain_rule_reproduces_joint_density():
     pp = {k: v.expand(y.shape[0], *v.shape[1:]) for k, v in p2.items()}
     lik = fam2.likelihood(y, pp)
     assert abs(lik.prod(1).sum().item() - 1) < 1e-6
+
+
+def test_gmm_rounds_around_its_heaviest_component():
+    """y_hat = round(y - m*) + m*, m* the mean of the heaviest component (the first of equal
+    ones); the gradient passes straight through."""
+    fam = make_family("gmm", K=3)
+    weight = torch.tensor([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4]])
+    mean = torch.tensor([[9.0, 0.3, -4.0], [1.25, 7.0, -2.0]])
+    y = torch.tensor([2.1, 3.0], requires_grad=True)
+    y_hat = fam.quantize(y, {"weight": weight, "mean": mean, "scale": torch.ones(2, 3)})
+    assert torch.allclose(y_hat, torch.tensor([2.3, 3.25]))
+    y_hat.sum().backward()
+    assert torch.equal(y.grad, torch.ones(2))
+    assert torch.equal(univariate_of(make_family("mvgmm")).quantize(y.detach(), {}), torch.tensor([2.0, 3.0]))

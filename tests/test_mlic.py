@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.likelihoods import FAMILIES
+from models.likelihoods import FAMILIES, heaviest_mean
 from models.mlic import MLIC, MLIC_PRESETS, CodingStep, build_mlic, checkerboard, count_macs
 
 torch.set_num_threads(1)
@@ -17,15 +17,21 @@ def _model(likelihood, **kw):
     return m.eval()
 
 
+def _offset(step: CodingStep):
+    """What the symbols are residuals to: the mean (a mixture's heaviest component's), or 0."""
+    if not step.symbols_are_residuals:
+        return 0
+    p = step.params
+    return heaviest_mean(p["weight"], p["mean"]) if "weight" in p else p["mean"]
+
+
 def _fake_code(step: CodingStep, y_values: torch.Tensor):
-    """A fake coder: snapping = identity, symbols = round(...)."""
-    if step.symbols_are_residuals:
-        return torch.round(y_values - step.params["mean"])
-    return torch.round(y_values)
+    """A fake coder: snapping = identity, symbols = round(y - offset)."""
+    return torch.round(y_values - _offset(step))
 
 
 def _fake_decode(step: CodingStep, symbols: torch.Tensor):
-    return symbols + step.params["mean"] if step.symbols_are_residuals else symbols
+    return symbols + _offset(step)
 
 
 @pytest.mark.parametrize("likelihood", FAMILIES + ("gg-channel",))

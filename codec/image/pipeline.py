@@ -42,16 +42,25 @@ from codec.threads import torch_threads
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model, split_release
 
 COLOR_FORMAT = "rgb8"
-CODER_VERSION = 4
+CODER_VERSION = 5
 # The precision of the hyper and context networks that compute the coder's parameters, per
 # coder version. Version 1 computed them in float32, whose rounding differs between PyTorch's
 # AVX2, AVX512 and scalar kernels by more than the parameter grid, so its files decode only
 # on CPUs like the encoder's; versions 2 and 3 use float64, whose differences (at most 6e-9 of
 # a grid step between kernel sets, measured) straddle a grid boundary about once in 35,000
 # Kodak-size files (docs/reliability.md). Version 4 computes them on codec.exact's kernels (float64),
-# the same bits on every CPU; models whose parameter path those kernels do not cover stay on 3.
-PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.float64, 4: torch.float64}
+# the same bits on every CPU; models whose parameter path those kernels do not cover stayed on 3.
+# Version 5 is written for every model: codec.exact's kernels where they cover the model (the
+# streams of version 4), float64 PyTorch elsewhere, and Gaussian-mixture steps code residuals
+# around their heaviest component's mean (codec.image.ycoding).
+PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.float64, 4: torch.float64, 5: torch.float64}
 EXACT_SINCE = 4
+MIXTURE_RESIDUALS_SINCE = 5
+
+
+def exact_parameters(model, version: int) -> bool:
+    """Whether files of this coder version take the model's parameters from codec.exact."""
+    return version == EXACT_SINCE or (version > EXACT_SINCE and exact.supports(model))
 
 
 # ----------------------------------------------------------------------------- z (every model)
@@ -85,19 +94,13 @@ def _parameters_thread():
 def parameter_net(model, version: int) -> torch.nn.Module:
     """The model that computes the coder's parameters for files of this coder version: the
     model itself for version 1, a float64 copy for versions 2 and 3, codec.exact's float64 copy
-    for version 4, made once per image (the analysis and the synthesis stay float32: the
-    decoder never recomputes y, and pixels may differ by a rounding between CPUs without
-    breaking the stream)."""
-    if version >= EXACT_SINCE:
+    for version 4 (and 5 where it covers the model), made once per image (the analysis and the
+    synthesis stay float32: the decoder never recomputes y, and pixels may differ by a rounding
+    between CPUs without breaking the stream)."""
+    if exact_parameters(model, version):
         return exact.parameter_net(model)
     dtype = PARAMETER_DTYPES[version]
     return model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
-
-
-def _coder_version(model) -> int:
-    """The version new files of this model get: CODER_VERSION, but 3 where codec.exact does not
-    cover the model's parameter path."""
-    return CODER_VERSION if CODER_VERSION < EXACT_SINCE or exact.supports(model) else EXACT_SINCE - 1
 
 
 @dataclass
@@ -125,7 +128,7 @@ def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int,
         medians, _ = _z_medians_and_indexes(model, z.shape)
         z_symbols = torch.round(z - medians)
         z_hat = (z_symbols + medians).to(PARAMETER_DTYPES[version])
-        streams, y_hat = quantize_y(param_net, y, z_hat, q)
+        streams, y_hat = quantize_y(param_net, y, z_hat, q, version >= MIXTURE_RESIDUALS_SINCE)
     return _Latents(z_symbols.numpy().astype(np.int32), streams, y_hat.float())
 
 
@@ -182,7 +185,7 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     h, w = rgb.shape[:2]
     tile = tile_side(net, h, w, tile)
     tiles = tile_grid(h, w, tile)
-    version = _coder_version(net)
+    version = CODER_VERSION
     param_net = parameter_net(net, version)
     sections = []
     for i, (rows, cols) in enumerate(tiles):
@@ -218,7 +221,7 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0,
     rgb = load_rgb(image, limits)
     h, w = rgb.shape[:2]
     out = np.empty_like(rgb)
-    version = _coder_version(net)
+    version = CODER_VERSION
     param_net = parameter_net(net, version)
     for rows, cols in tile_grid(h, w, tile_side(net, h, w, tile)):
         part = rgb[rows, cols]
@@ -244,7 +247,7 @@ def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
     if header.color != COLOR_FORMAT or header.coder.get("version") not in PARAMETER_DTYPES \
             or header.coder.get("precision") != entropy.PRECISION:
         raise NcfError(f"unsupported colour format or coder settings: {header.color} {header.coder}")
-    if header.coder["version"] >= EXACT_SINCE and not exact.supports(net):
+    if header.coder["version"] == EXACT_SINCE and not exact.supports(net):
         raise NcfError(f"coder version {header.coder['version']} does not cover model {header.model!r}")
     if not 1.0 <= header.quality <= net.levels:
         raise NcfError(f"quality {header.quality} out of the model's range [1, {net.levels}]")
@@ -267,7 +270,8 @@ def _decode_tile(net, param_net, header: Header, take, h: int, w: int) -> np.nda
     z_hat = torch.from_numpy(z_symbols).float() + medians
     with _parameters_thread():
         z_hat = z_hat.to(PARAMETER_DTYPES[version])
-        y_hat = decode_y(param_net, z_hat, torch.tensor([header.quality]), take, chain)
+        y_hat = decode_y(param_net, z_hat, torch.tensor([header.quality]), take, chain,
+                         version >= MIXTURE_RESIDUALS_SINCE)
     chain.finish()
     return _synthesis(net, y_hat.float(), header.quality, h, w)
 
@@ -301,8 +305,8 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
             # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
             # file was crafted, or the encoder's CPU computed the coder's parameters differently.
             portability = ("coder-version-1 files decode only where PyTorch uses the encoder's SIMD kernels"
-                           if coder["version"] == 1 else "rare since coder version 2"
-                           if coder["version"] < EXACT_SINCE else "ruled out since coder version 4")
+                           if coder["version"] == 1 else "ruled out for parameters from codec.exact"
+                           if exact_parameters(net, coder["version"]) else "rare since coder version 2")
             raise NcfError(f"the streams of tile {i} do not decode ({e}) although their CRCs match: the file "
                            f"was made by a faulty encoder, or on a CPU whose float arithmetic differs from "
                            f"this one's ({portability}; docs/reliability.md)") from None

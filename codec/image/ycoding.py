@@ -4,8 +4,10 @@ The model yields steps (which elements of y, under which law with which float pa
 here each step's parameters are snapped to the coder's grid, its symbols taken (encoder) or
 decoded (decoder), and the values the decoder will reconstruct sent back to the model, which
 builds every later context from them. Gaussian and GG steps code round(y - snapped mean)
-under the zero-mean law, GMM and multivariate-GMM steps code round(y) under the snapped
-mixture; values outside the coder's support are escaped, never clamped.
+under the zero-mean law; GMM steps (coder version 5 on) round(y - snapped mean of the heaviest
+component) under the snapped mixture shifted by that mean; multivariate-GMM steps, and GMM
+steps of older versions, round(y) under the snapped mixture. Values outside the coder's
+support are escaped, never clamped.
 """
 from __future__ import annotations
 
@@ -32,10 +34,19 @@ def snap(family: str, residual: bool, params: dict, exact_grid: bool = False) ->
     `exact_grid` (coder version 4): snapped by comparisons only (codec.exact.quantize_params).
 
     Residual families code round(y - snapped mean) under the same law with mean 0, so the
-    offset is the snapped mean; mixtures code round(y) itself (offset 0)."""
+    offset is the snapped mean; a residual mixture's offset is the snapped mean of its heaviest
+    component (by weight code; the first of equal ones), and its means are shifted by it in
+    integer codes, exactly; other mixtures code round(y) itself (offset 0)."""
     codes = (exact.quantize_params if exact_grid else entropy.quantize_params)(family, **params)
     if not residual:
         return codes, 0.0
+    if family == "gmm":
+        heaviest = codes["weight"].argmax(-1)[:, None]
+        means = codes["mean"].astype(np.int64)
+        limit = np.iinfo(np.int32).max  # the coder's mean codes are int32
+        shifted = np.clip(means - np.take_along_axis(means, heaviest, -1), -limit, limit).astype(np.int32)
+        offset = np.take_along_axis(entropy.dequantize_params(family, codes)["mean"], heaviest, -1)[:, 0]
+        return {**codes, "mean": shifted}, offset
     snapped_means = entropy.dequantize_params(family, codes)["mean"]
     return {**codes, "mean": np.zeros_like(codes["mean"])}, snapped_means
 
@@ -50,19 +61,22 @@ def to_symbols(v: np.ndarray, what: str) -> np.ndarray:
     return s.astype(np.int32)
 
 
-def _drive(model, z_hat: torch.Tensor, quality: torch.Tensor, values_of) -> torch.Tensor:
-    """Run the model's coding steps; `values_of(step, codes, offset)` gives each step's values."""
+def _drive(model, z_hat: torch.Tensor, quality: torch.Tensor, values_of, mixture_residuals: bool) -> torch.Tensor:
+    """Run the model's coding steps; `values_of(step, codes, offset)` gives each step's values.
+    `mixture_residuals`: GMM steps code residuals (coder version 5 on)."""
     steps = model.coding_steps(z_hat, quality)
     step = next(steps)
     while True:
-        codes, offset = snap(step.family, step.symbols_are_residuals, step.params, exact.is_parameter_net(model))
+        residual = step.symbols_are_residuals and (step.family != "gmm" or mixture_residuals)
+        codes, offset = snap(step.family, residual, step.params, exact.is_parameter_net(model))
         try:
             step = steps.send(torch.from_numpy(values_of(step, codes, offset)))
         except StopIteration as stop:
             return stop.value
 
 
-def quantize_y(model, y: torch.Tensor, z_hat: torch.Tensor, quality: torch.Tensor) -> tuple[list[YStream], torch.Tensor]:
+def quantize_y(model, y: torch.Tensor, z_hat: torch.Tensor, quality: torch.Tensor,
+               mixture_residuals: bool) -> tuple[list[YStream], torch.Tensor]:
     """The encoder's side: y's streams in coding order, and y_hat (what the decoder rebuilds)."""
     streams = []
 
@@ -71,12 +85,13 @@ def quantize_y(model, y: torch.Tensor, z_hat: torch.Tensor, quality: torch.Tenso
         streams.append(YStream(step.name, step.family, symbols, codes))
         return symbols + offset
 
-    return streams, _drive(model, z_hat, quality, values_of)
+    return streams, _drive(model, z_hat, quality, values_of, mixture_residuals)
 
 
-def decode_y(model, z_hat: torch.Tensor, quality: torch.Tensor, take, chain: entropy.ChainDecoder) -> torch.Tensor:
+def decode_y(model, z_hat: torch.Tensor, quality: torch.Tensor, take, chain: entropy.ChainDecoder,
+             mixture_residuals: bool) -> torch.Tensor:
     """The decoder's side: y_hat from the streams `take(name)` gives, in coding order."""
     def values_of(step, codes, offset):
         return chain.decode(step.family, take(step.name), codes) + offset
 
-    return _drive(model, z_hat, quality, values_of)
+    return _drive(model, z_hat, quality, values_of, mixture_residuals)
