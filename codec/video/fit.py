@@ -4,7 +4,9 @@
 Group 0 trains from scratch; every later group starts from the previous group's decoded
 weights, with a smaller learning rate, and is coded as integer deltas against them. The
 weight step codes are fixed for the clip when QAT starts (or at the end, when too few epochs
-reach it), so that deltas stay integers. Each epoch is checkpointed in the resume store.
+reach it), so that deltas stay integers; their scale is set so that group 0's weights code to
+their planned bytes, and each group's embedding steps so that its payload codes to its byte
+budget (codec.video.rate). Each epoch is checkpointed in the resume store.
 """
 from __future__ import annotations
 
@@ -15,15 +17,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from codec.video.bitstream import GroupData, dequantize, split_codes
+from codec.video import rate
+from codec.video.bitstream import GroupData, dequantize, pack_weights, split_codes
 from codec.video.resume import ResumeStore, load_optimizer, optimizer_tensors
-from models.inr import EmbeddingEncoder, HNeRVDecoder, channel_steps, code_from_step, fake_quant, step_from_code
+from models.inr import EmbeddingEncoder, HNeRVDecoder, fake_quant, step_from_code
 
 EMB_BITS = 6      # bit depth of the embeddings
 LATER_LR = 0.3    # learning-rate factor of warm-started groups (smaller deltas)
 GRAD_CLIP = 0.5   # gradient-norm clipping (0: off)
 WARMUP = 100      # warm-up steps of group 0
 ENCODE_BATCH = 8  # frames per frame-encoder pass when computing all of a group's embeddings
+RECALIBRATE = 5   # epochs between two choices of the embedding step scale during training
 
 
 @dataclass
@@ -45,16 +49,13 @@ class GroupJob:
     epochs: int
     step_codes: np.ndarray | None       # weight step codes of the clip (None: not chosen yet)
     previous_ints: list | None          # the previous group's integer weights (None for group 0)
+    byte_budget: float                  # bytes this group's payload should take
+    weight_budget: float | None         # bytes group 0's weights should take (None: steps given)
 
 
 def load_weights(net: HNeRVDecoder, specs, tensors: list[torch.Tensor]) -> None:
     """Load the decoder's tensors, in file order (`specs`)."""
     net.load_state_dict({name: t.reshape(shape) for (name, shape, _), t in zip(specs, tensors)}, strict=True)
-
-
-def _weight_step_codes(params: dict, names: list[str], bits: int) -> np.ndarray:
-    return np.concatenate([code_from_step(channel_steps(params[name], bits, per_channel=True)).numpy().ravel()
-                           for name in names])
 
 
 def _embed(encoder: EmbeddingEncoder, frames: torch.Tensor) -> torch.Tensor:
@@ -82,6 +83,18 @@ def finished_group_tensors(decoder, encoder, step_codes: np.ndarray, ints: list,
     return tensors
 
 
+def _ints(params: dict, specs, step_codes: np.ndarray, levels: int) -> list[np.ndarray]:
+    """The decoder's weights on the clip's step grid (the integers group 0 codes)."""
+    return [rate.quantize(params[name], torch.from_numpy(c), s, levels)
+            for (name, _, s), c in zip(specs, split_codes(step_codes, specs))]
+
+
+def _embedding_budget(job: GroupJob, n: int, ints: list[np.ndarray]) -> float:
+    """The bytes left for the embeddings once the group's weights (or deltas) are coded."""
+    weights = ints if job.previous_ints is None else [a - b for a, b in zip(ints, job.previous_ints)]
+    return job.byte_budget - len(pack_weights(n, weights))
+
+
 def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings: FitSettings, job: GroupJob,
               resume: ResumeStore, bar=None) -> tuple[np.ndarray, list[np.ndarray], GroupData]:
     """Train decoder and encoder on one group (QAT), quantize, and snap the decoder to its
@@ -92,13 +105,14 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
     gi, xp, n_epochs, step_codes = job.index, job.frames, job.epochs, job.step_codes
     n = xp.shape[0]
     warm = n_epochs // 2 if (gi == 0 and step_codes is None) else 0
-    start = 0
+    start, emb_scale = 0, None
     checkpoint = resume.load_checkpoint(gi)
     if checkpoint is not None:
         meta, tensors = checkpoint
         load_model_tensors(decoder, encoder, tensors)
         load_optimizer(opt, tensors)
         start = meta["epoch"]
+        emb_scale = meta.get("emb_scale")
         if "wcodes" in tensors:
             step_codes = tensors["wcodes"].numpy().astype(np.int64)
         if bar:
@@ -107,18 +121,22 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
     total_steps = n_epochs * batches
     sched_step = start * batches
     steps = None
-    levels = 2 ** (settings.bits - 1) - 1
-    emb_levels = 2 ** (EMB_BITS - 1) - 1
+    levels = rate.RANGE * (2 ** (settings.bits - 1) - 1)
+    emb_levels = rate.RANGE * (2 ** (EMB_BITS - 1) - 1)
     for epoch in range(start, n_epochs):
         if epoch >= warm and step_codes is None:
-            step_codes = _weight_step_codes(params, names, settings.bits)
+            step_codes = rate.weight_codes(params, specs, settings.bits, job.weight_budget)
         if step_codes is not None and steps is None:
             steps = {name: step_from_code(torch.from_numpy(c)).reshape(s)
                      for (name, _, s), c in zip(specs, split_codes(step_codes, specs))}
         emb_step = None
         if steps is not None:  # embedding steps of this epoch: from every frame of the group
             with torch.no_grad():
-                emb_step = step_from_code(code_from_step(channel_steps(_embed(encoder, xp).transpose(0, 1), EMB_BITS)))
+                e_all = _embed(encoder, xp)
+                if emb_scale is None or epoch % RECALIBRATE == 0:
+                    budget = _embedding_budget(job, n, _ints(params, specs, step_codes, levels))
+                    emb_scale = rate.embedding_scale(e_all, EMB_BITS, budget)
+                emb_step = step_from_code(rate.scaled_codes(e_all.transpose(0, 1), EMB_BITS, emb_scale))
                 emb_step = emb_step.reshape(1, -1, 1, 1)
         gen = torch.Generator().manual_seed((settings.seed * 1_000_003 + gi) * 100_003 + epoch)
         perm = torch.randperm(n, generator=gen)
@@ -154,24 +172,21 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
         tensors.update(optimizer_tensors(opt))
         if step_codes is not None:
             tensors["wcodes"] = torch.from_numpy(np.asarray(step_codes, dtype=np.int64))
-        resume.save_checkpoint({"group": gi, "epoch": epoch + 1}, tensors)
+        resume.save_checkpoint({"group": gi, "epoch": epoch + 1, "emb_scale": emb_scale}, tensors)
     if step_codes is None:  # epochs too few to reach QAT
-        step_codes = _weight_step_codes(params, names, settings.bits)
-    # ---- quantize weights on the fixed step grid; snap the network to the decoded weights
+        step_codes = rate.weight_codes(params, specs, settings.bits, job.weight_budget)
+    # ---- quantize weights on the fixed step grid; snap the network to the decoded weights;
+    # the embedding steps that land the payload on its budget
     codes = split_codes(step_codes, specs)
-    ints = []
     with torch.no_grad():
-        for (name, shape, s), c in zip(specs, codes):
-            step = step_from_code(torch.from_numpy(c)).reshape(s)
-            q = torch.round(params[name].detach() / step).to(torch.int64).numpy()
-            ints.append(np.clip(q, -levels, levels))
+        ints = _ints(params, specs, step_codes, levels)
         load_weights(decoder, specs, [dequantize(q, c, s) for q, c, (_, _, s) in zip(ints, codes, specs)])
         encoder.eval()
         e = _embed(encoder, xp)
         encoder.train()
-        emb_codes = code_from_step(channel_steps(e.transpose(0, 1), EMB_BITS)).numpy().ravel()
-        emb_step = step_from_code(torch.from_numpy(emb_codes)).reshape(1, -1, 1, 1)
-        emb_ints = torch.round(e / emb_step).clamp(-emb_levels, emb_levels).to(torch.int64).numpy()
+        emb_scale = rate.embedding_scale(e, EMB_BITS, _embedding_budget(job, n, ints))
+        emb_codes = rate.scaled_codes(e.transpose(0, 1), EMB_BITS, emb_scale).numpy().ravel()
+        emb_ints = rate.quantize(e, torch.from_numpy(emb_codes), (1, -1, 1, 1), emb_levels)
     weights = ints if job.previous_ints is None else [a - b for a, b in zip(ints, job.previous_ints)]
     group = GroupData(n, [w.astype(np.int32) for w in weights], emb_codes.astype(np.uint8), emb_ints.astype(np.int32))
     return step_codes, ints, group

@@ -1,0 +1,61 @@
+"""Rate control of the INR video codec: how close the real file lands to --bpp, and the
+PSNR it reaches there (docs/video.md, "Rate control").
+
+    OMP_NUM_THREADS=1 nice python benchmarks/video_rate_control.py \
+        --clip carphone=/work/shared/data/video/carphone_176x144.mp4 \
+        --clip bunny=/work/shared/data/video/bunny_1280x720.mp4@320x180 \
+        --frames 30 --bpp 0.05 0.1 0.2 --out rate.jsonl
+
+One JSON line per (clip, bpp): target, real bpp (8 * file bytes / pixels), error %, RGB PSNR,
+encode seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from codec.video import decode_video, encode_video, read_frames
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over frames of the per-frame RGB PSNR (what `neurocodec eval video` reports)."""
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
+    return float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clip", action="append", required=True, help="name=path[@WxH]")
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--bpp", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--effort", default=None)
+    ap.add_argument("--out", default=None, help="append JSON lines here too")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    for spec in args.clip:
+        name, path = spec.split("=", 1)
+        path, _, size = path.partition("@")
+        src, fps = read_frames(path, args.frames, size or None)
+        for bpp in args.bpp:
+            t0 = time.perf_counter()
+            kw = {} if args.effort is None else {"effort": args.effort}
+            data = encode_video(src, fps=fps, bpp=bpp, epochs=args.epochs, progress=False, threads=1, **kw)
+            seconds = time.perf_counter() - t0
+            real = 8 * len(data) / src[..., 0].size
+            row = {"clip": name, "frames": len(src), "size": f"{src.shape[2]}x{src.shape[1]}", "target": bpp,
+                   "bpp": round(real, 5), "error_pct": round(100 * (real / bpp - 1), 2),
+                   "psnr": round(psnr(decode_video(data), src), 3), "encode_s": round(seconds, 1),
+                   "epochs": args.epochs, "effort": args.effort}
+            print(json.dumps(row), flush=True)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

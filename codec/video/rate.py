@@ -1,0 +1,110 @@
+"""Rate control of the video encoder: step sizes chosen so that the real coded bytes meet a
+byte budget, measured with the coder itself (codec.video.bitstream), not estimated.
+
+Why: the network is sized from average bits per value (codec.video.arch), which alone lands
+the file 3-11 % off the target. Two free knobs close the gap without changing the format:
+the decoder's per-channel weight steps (fixed for the clip when group 0 starts quantization-
+aware training: one multiplier on all of them, chosen so that group 0's weights code to their
+planned share) and each group's embedding steps (stored per group: chosen so that the group's
+payload lands on its share of the file). A multiplier 2^s scales every bits-derived step
+(max|x| / (2^(bits-1) - 1)); the step codes round it per channel (1/8 octave), so the bytes are
+a fine-grained, non-increasing step function of s, searched by bisection.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from codec.video.arch import BITS_PER_DELTA, BITS_PER_WEIGHT, Arch
+from codec.video.bitstream import encode_ints, pack_embeddings
+from models.inr import channel_steps, code_from_step, count_params, step_from_code
+
+LOG2_LO, LOG2_HI = -2.0, 4.0   # step multipliers searched: 1/4x .. 16x the bits-derived step
+RANGE = 4                      # |k| <= RANGE * (2^(bits-1) - 1): the finest multiplier never clips
+ITERATIONS = 10                # bisection steps (resolution 6 / 2^10 octave)
+
+
+def closest_scale(cost, budget: float) -> float:
+    """The log2 multiplier in [LOG2_LO, LOG2_HI] whose cost (bytes, non-increasing in it) is
+    closest to ``budget``; the ends when the budget is out of reach."""
+    memo = {}
+
+    def c(s):
+        if s not in memo:
+            memo[s] = cost(s)
+        return memo[s]
+
+    lo, hi = LOG2_LO, LOG2_HI
+    if c(lo) <= budget:
+        return lo
+    if c(hi) >= budget:
+        return hi
+    for _ in range(ITERATIONS):
+        mid = (lo + hi) / 2
+        if c(mid) > budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo if abs(c(lo) - budget) < abs(c(hi) - budget) else hi
+
+
+def scaled_codes(x: torch.Tensor, bits: int, log2m: float, per_channel: bool = True) -> torch.Tensor:
+    """Step codes of ``x`` (per output channel, dim 0) at 2^log2m times its bits-derived step."""
+    return code_from_step(channel_steps(x, bits, per_channel) * 2.0 ** log2m)
+
+
+def quantize(x: torch.Tensor, codes: torch.Tensor, sshape, levels: int) -> np.ndarray:
+    """x on the grid of its step codes: the integers the file holds."""
+    step = step_from_code(codes).reshape(sshape)
+    return torch.round(x.detach() / step).clamp(-levels, levels).to(torch.int64).numpy()
+
+
+def weight_codes(params: dict, specs, bits: int, budget: float | None) -> np.ndarray:
+    """The clip's weight step codes: one multiplier on every tensor's bits-derived steps, chosen
+    so that the quantized weights code to ``budget`` bytes (None: the multiplier 1)."""
+    levels = RANGE * (2 ** (bits - 1) - 1)
+
+    def codes_at(s):
+        return [scaled_codes(params[name], bits, s).ravel() for name, _, _ in specs]
+
+    def cost(s):
+        return sum(len(encode_ints(quantize(params[name], c, sshape, levels)))
+                   for (name, _, sshape), c in zip(specs, codes_at(s)))
+
+    s = 0.0 if budget is None else closest_scale(cost, budget)
+    return torch.cat(codes_at(s)).numpy()
+
+
+def embedding_scale(e: torch.Tensor, bits: int, budget: float) -> float:
+    """The embedding step multiplier (log2) at which a group's embeddings (n, c, h, w) code
+    to ``budget`` bytes (step codes and mode byte included)."""
+    levels = RANGE * (2 ** (bits - 1) - 1)
+    per_c = e.transpose(0, 1)
+
+    def cost(s):
+        codes = scaled_codes(per_c, bits, s)
+        return len(pack_embeddings(codes.numpy(), quantize(e, codes, (1, -1, 1, 1), levels)))
+
+    return closest_scale(cost, budget)
+
+
+def group_targets(arch: Arch, n_frames: int, group: int, payload_bytes: float) -> list[float]:
+    """Cumulative byte targets of the group payloads, the last one = ``payload_bytes``:
+    group 0 its planned weights (BITS_PER_WEIGHT per parameter), later groups their planned
+    deltas (BITS_PER_DELTA), and every group the rest in proportion to its frames."""
+    params = count_params(arch.cfg)
+    n_groups = -(-n_frames // group)
+    fixed = [params * (BITS_PER_WEIGHT if g == 0 else BITS_PER_DELTA) / 8 for g in range(n_groups)]
+    per_frame = max(payload_bytes - sum(fixed), 0.0) / n_frames
+    out, acc = [], 0.0
+    for g in range(n_groups):
+        acc += fixed[g] + per_frame * min(group, n_frames - g * group)
+        out.append(acc)
+    scale = payload_bytes / acc if acc > 0 else 1.0  # the planned split exceeds the file: shrink it
+    return [t * min(scale, 1.0) for t in out[:-1]] + [payload_bytes]
+
+
+def planned_weight_bytes(arch: Arch) -> float:
+    return count_params(arch.cfg) * BITS_PER_WEIGHT / 8
+
+
