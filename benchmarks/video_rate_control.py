@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
 import torch
 
+import codec.video.arch  # noqa: F401  (the modules --set reaches)
+import codec.video.fit  # noqa: F401
+import codec.video.rate  # noqa: F401
 from codec.video import decode_video, encode_video, read_frames
 
 
@@ -35,8 +39,20 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--effort", default=None)
     ap.add_argument("--out", default=None, help="append JSON lines here too")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="override a codec.video constant (e.g. RATE_LAMBDA=0.01, BITS_PER_WEIGHT=4.5) "
+                         "in every codec.video module that defines it")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    overrides = {}
+    for item in args.set:
+        name, value = item.split("=", 1)
+        overrides[name] = float(value)
+        modules = [m for k, m in sys.modules.items() if k.startswith("codec.video.") and hasattr(m, name)]
+        if not modules:
+            raise SystemExit(f"no codec.video module defines {name}")
+        for m in modules:
+            setattr(m, name, float(value))
     for spec in args.clip:
         name, path = spec.split("=", 1)
         path, _, size = path.partition("@")
@@ -50,7 +66,7 @@ def main() -> None:
             row = {"clip": name, "frames": len(src), "size": f"{src.shape[2]}x{src.shape[1]}", "target": bpp,
                    "bpp": round(real, 5), "error_pct": round(100 * (real / bpp - 1), 2),
                    "psnr": round(psnr(decode_video(data), src), 3), "encode_s": round(seconds, 1),
-                   "epochs": args.epochs, "effort": args.effort}
+                   "epochs": args.epochs, "effort": args.effort, **overrides}
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as f:

@@ -105,7 +105,7 @@ def test_video_encode_decode_through_the_cli(tmp_path, capsys, carphone):
 
 def test_video_only_flags_are_refused_for_images(tmp_path, small_png, capsys):
     ncf = tmp_path / "a.ncf"
-    for flag in (["--bpp", "0.1"], ["--threads", "1"]):
+    for flag in (["--bpp", "0.1"], ["--threads", "1"], ["--effort", "max"]):
         assert main(["encode", str(small_png), "-o", str(ncf)] + flag) == 1
         assert f"{flag[0]} applies to videos" in capsys.readouterr().err and not ncf.exists()
 

@@ -70,14 +70,19 @@ def test_variable_frame_rate_is_coded_at_one_rate(tmp_path):
     assert video.video_fps_of(data) > 0  # every frame kept, one (average) rate recorded
 
 
-def test_audio_only_file_is_refused(tmp_path):
-    p = tmp_path / "tone.wav"
-    with av.open(str(p), "w") as out:
+def _wav(path):
+    """A short silent mono WAV: a media file without a video stream."""
+    with av.open(str(path), "w") as out:
         s = out.add_stream("pcm_s16le", rate=8000, layout="mono")
         af = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
         af.sample_rate = 8000
         for pkt in list(s.encode(af)) + list(s.encode()):
             out.mux(pkt)
+    return path
+
+
+def test_audio_only_file_is_refused(tmp_path):
+    p = _wav(tmp_path / "tone.wav")
     assert not video.is_video(p)
     with pytest.raises(NeurocodecError, match="no video stream"):
         video.encode_video(p, **FAST)
@@ -128,3 +133,17 @@ def test_file_lands_on_the_target_bpp():
         real = 8 * len(data) / src[..., 0].size
         assert abs(real / bpp - 1) < 0.03, (bpp, real)
 
+
+
+def test_command_line_errors(tmp_path, capsys):
+    """Audio only, and a --bpp below the minimum: exit 1, one clear line, no file."""
+    from codec.cli import main
+
+    wav = _wav(tmp_path / "tone.wav")
+    ncf = tmp_path / "a.ncf"
+    assert main(["encode", str(wav), "-o", str(ncf)]) == 1
+    assert "audio only" in capsys.readouterr().err and not ncf.exists()
+    clip = _write(tmp_path / "v.mkv", _frames(3, 48, 64))
+    assert main(["encode", str(clip), "-o", str(ncf), "--bpp", "0.01", "--effort", "fast"]) == 1
+    err = capsys.readouterr().err
+    assert "too low" in err and "needs at least" in err and "Traceback" not in err and not ncf.exists()

@@ -20,9 +20,11 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
 def _cmd_encode(args) -> int:
-    from codec.video.io import is_video
+    from codec.video.io import audio_only, is_video
 
     files.check_output(args.output, args.force, (args.input,))
+    if args.input != files.STDIO and audio_only(args.input):
+        raise NeurocodecError(f"{args.input} holds audio only (no video stream): nothing to encode")
     if args.input != files.STDIO and is_video(args.input):
         if args.refine:
             raise NeurocodecError("--refine applies to images; videos take --epochs")
@@ -33,6 +35,8 @@ def _cmd_encode(args) -> int:
         raise NeurocodecError("--bpp applies to videos; images take --quality")
     if args.threads is not None:
         raise NeurocodecError("--threads applies to videos; images use torch's threads (OMP_NUM_THREADS)")
+    if args.effort != "default":
+        raise NeurocodecError("--effort applies to videos")
     quality = 4.0 if args.quality is None else args.quality
     limits = _limits(args)
     source = files.read_bytes(args.input, limits.max_file_bytes)
@@ -72,7 +76,7 @@ def _encode_video(args) -> int:
     recon = []  # the encoder's reconstruction of the groups fitted in this run (the last ones)
     try:
         data = encode_video(args.input, bpp=args.bpp, quality=args.quality, frames=args.frames,
-                            size=args.size, epochs=args.epochs, model=args.model, resume_dir=resume_dir,
+                            size=args.size, epochs=args.epochs, effort=args.effort, model=args.model, resume_dir=resume_dir,
                             threads=args.threads, on_group=lambda _, frames: recon.append(frames))
     except KeyboardInterrupt:
         print(f"neurocodec: interrupted; rerun the same command with --resume to continue "
@@ -252,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--bpp", type=float, default=None, help="target bits per pixel instead of --quality")
     v.add_argument("--frames", type=int, default=None, help="encode only the first N frames")
     v.add_argument("--size", default=None, help="resize frames to WxH first, e.g. 320x180")
-    v.add_argument("--epochs", type=int, default=None, help="training epochs of the first group of frames")
+    v.add_argument("--effort", choices=["fast", "default", "max"], default="default",
+                   help="training time: fast (25 epochs), default (100) or max (300); see docs/video.md for times")
+    v.add_argument("--epochs", type=int, default=None, help="training epochs of the first group of frames "
+                   "(overrides --effort)")
     v.add_argument("--resume", action="store_true", help="continue an interrupted video encode from OUT.resume/")
     v.add_argument("--threads", type=int, default=None,
                    help="torch threads for the fit (default: torch's, one per core); 1 is much "

@@ -44,7 +44,7 @@ CODER_VERSION = 1
 FAMILY_ID = 2  # coder["family"]: 1 gaussian, 2 laplace
 DEFAULT_QUALITY = 4.0
 DEFAULT_GROUP = 30
-DEFAULT_EPOCHS = 100
+EFFORT_EPOCHS = {"fast": 25, "default": 100, "max": 300}  # epochs of group 0 per effort (docs/video.md: times)
 MAX_GROUPS = 4000
 DECODE_BATCH = 4
 MAX_OUTPUT_BYTES = 16 * 2 ** 30    # decode_video refuses to allocate more than this
@@ -264,7 +264,7 @@ def _target_rate(bpp: float | None, quality: float | None) -> tuple[float, float
 
 
 def encode_video(source, *, bpp: float | None = None, quality: float | None = None, frames: int | None = None,
-                 size=None, epochs: int | None = None, resume_dir=None, progress=True,
+                 size=None, epochs: int | None = None, effort: str = "default", resume_dir=None, progress=True,
                  group: int | None = None, bits: int = DEFAULT_BITS, seed: int = 0, model: str | None = None,
                  lr: float = 1e-2, batch: int = 2, threads: int | None = None, fps=None,
                  on_group=None) -> bytes:
@@ -276,7 +276,8 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
     the file lands on it (codec.video.rate); a ``bpp`` below the clip's minimum
     (codec.video.arch.min_bpp) is refused, a ``quality`` below it gives the minimum;
     ``frames`` keeps the first N frames, ``size`` ("WxH" or (w, h)) resizes, ``epochs``
-    sets the training epochs of group 0 (later groups train half as many, warm-started),
+    sets the training epochs of group 0 (later groups train half as many, warm-started;
+    default: by ``effort``, "fast" 25, "default" 100, "max" 300),
     ``group`` the frames per group (default 30), ``bits`` the weight bit depth (6..8).
     ``resume_dir`` keeps finished groups and a per-epoch checkpoint there; rerunning with
     the same arguments continues where it stopped. ``progress``: True for a bar on stderr,
@@ -298,7 +299,9 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
         raise NeurocodecError("group must be >= 1")
     n_frames, width, height = _count_frames(source, frames, size)
     fps = video_fps(source) if fps is None else as_fraction(fps)
-    epochs = int(DEFAULT_EPOCHS if epochs is None else epochs)
+    if effort not in EFFORT_EPOCHS:
+        raise NeurocodecError(f"effort must be one of {', '.join(EFFORT_EPOCHS)}, got {effort!r}")
+    epochs = int(EFFORT_EPOCHS[effort] if epochs is None else epochs)
     if epochs < 1:
         raise NeurocodecError("epochs must be >= 1")
     floor = min_bpp(width, height, n_frames, group)

@@ -28,6 +28,7 @@ GRAD_CLIP = 0.5   # gradient-norm clipping (0: off)
 WARMUP = 100      # warm-up steps of group 0
 ENCODE_BATCH = 8  # frames per frame-encoder pass when computing all of a group's embeddings
 RECALIBRATE = 5   # epochs between two choices of the embedding step scale during training
+RATE_LAMBDA = 0.0  # weight of the rate term (bits per pixel under codec.video.rate.laplace_bits) in the loss
 
 
 @dataclass
@@ -89,6 +90,18 @@ def _ints(params: dict, specs, step_codes: np.ndarray, levels: int) -> list[np.n
             for (name, _, s), c in zip(specs, split_codes(step_codes, specs))]
 
 
+def _rate_bpp(params: dict, steps: dict, prev: dict | None, pixels: int) -> torch.Tensor:
+    """The differentiable rate of the group's coded weights (or deltas to the previous group's),
+    in bits per pixel of the group. (Embeddings are left out: they are mostly coded as temporal
+    differences, which a per-value density does not model, and the rate control sets their size.)"""
+    bits = 0.0
+    for name, step in steps.items():
+        k = params[name] / step
+        k = k + (torch.round(k) - k).detach()
+        bits = bits + rate.laplace_bits(k if prev is None else k - prev[name])
+    return bits / pixels
+
+
 def _embedding_budget(job: GroupJob, n: int, ints: list[np.ndarray]) -> float:
     """The bytes left for the embeddings once the group's weights (or deltas) are coded."""
     weights = ints if job.previous_ints is None else [a - b for a, b in zip(ints, job.previous_ints)]
@@ -123,6 +136,8 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
     steps = None
     levels = rate.RANGE * (2 ** (settings.bits - 1) - 1)
     emb_levels = rate.RANGE * (2 ** (EMB_BITS - 1) - 1)
+    prev = None if job.previous_ints is None else {
+        name: torch.from_numpy(q.astype(np.float32)) for name, q in zip(names, job.previous_ints)}
     for epoch in range(start, n_epochs):
         if epoch >= warm and step_codes is None:
             step_codes = rate.weight_codes(params, specs, settings.bits, job.weight_budget)
@@ -158,6 +173,8 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
             else:
                 y = decoder(e)
             loss = F.mse_loss(y[:, :, :job.height, :job.width], xb[:, :, :job.height, :job.width])
+            if steps is not None and RATE_LAMBDA:
+                loss = loss + RATE_LAMBDA * _rate_bpp(params, steps, prev, n * job.height * job.width)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if GRAD_CLIP:

@@ -40,6 +40,18 @@ def is_video(path) -> bool:
         return False
 
 
+def audio_only(path) -> bool:
+    """True for a file PyAV opens that has audio streams and no video stream (so that the
+    command line says so instead of trying it as an image)."""
+    import av
+
+    try:
+        with av.open(str(path)) as f:
+            return bool(f.streams.audio) and not f.streams.video
+    except Exception:
+        return False
+
+
 def _png_files(path: Path) -> list[Path]:
     return sorted(q for q in path.iterdir() if q.suffix.lower() == ".png")
 

@@ -88,6 +88,19 @@ def embedding_scale(e: torch.Tensor, bits: int, budget: float) -> float:
     return closest_scale(cost, budget)
 
 
+def laplace_bits(k: torch.Tensor) -> torch.Tensor:
+    """Bits of the (straight-through rounded) integers ``k`` under a zero-mean Laplace fitted
+    to them, the density the coder uses most: -log2(F(k + 1/2) - F(k - 1/2)), summed; the
+    scale is held fixed (mean |k|), so the gradient pulls each value toward cheaper ones."""
+    b = k.detach().abs().mean().clamp(min=0.1)
+
+    def cdf(x):
+        return 0.5 + 0.5 * torch.sign(x) * (1 - torch.exp(-x.abs() / b))
+
+    p = (cdf(k + 0.5) - cdf(k - 0.5)).clamp(min=1e-9)
+    return -torch.log2(p).sum()
+
+
 def group_targets(arch: Arch, n_frames: int, group: int, payload_bytes: float) -> list[float]:
     """Cumulative byte targets of the group payloads, the last one = ``payload_bytes``:
     group 0 its planned weights (BITS_PER_WEIGHT per parameter), later groups their planned
