@@ -374,7 +374,7 @@ def _fit_groups(source, frames, size, arch: Arch, group: int, n_groups: int, epo
             x = torch.from_numpy(clip).permute(0, 3, 1, 2).to(torch.float32) / 255.0
             job = GroupJob(gi, _pad(x, cfg.out_h, cfg.out_w), height, width, group_epochs[gi], step_codes,
                            previous_ints, byte_budget=targets[gi] - sum(len(p) for p in payloads),
-                           weight_budget=rate.planned_weight_bytes(arch) if gi == 0 else None)
+                           weight_budget=rate.planned_weight_bytes(arch, gi))
             step_codes, ints, group_data = fit_group(decoder, encoder, specs, settings, job, resume, bar)
             if on_group is not None:
                 fresh = HNeRVDecoder(cfg).eval()  # rendered as the decoder does: a fresh module

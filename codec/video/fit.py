@@ -51,12 +51,18 @@ class GroupJob:
     step_codes: np.ndarray | None       # weight step codes of the clip (None: not chosen yet)
     previous_ints: list | None          # the previous group's integer weights (None for group 0)
     byte_budget: float                  # bytes this group's payload should take
-    weight_budget: float | None         # bytes group 0's weights should take (None: steps given)
+    weight_budget: float                # bytes its weights (group 0) or weight deltas should take
 
 
 def load_weights(net: HNeRVDecoder, specs, tensors: list[torch.Tensor]) -> None:
     """Load the decoder's tensors, in file order (`specs`)."""
     net.load_state_dict({name: t.reshape(shape) for (name, shape, _), t in zip(specs, tensors)}, strict=True)
+
+
+def _steps(specs, step_codes: np.ndarray) -> dict:
+    """The float32 step tensors of the decoder's tensors, broadcastable, by name."""
+    return {name: step_from_code(torch.from_numpy(c)).reshape(s)
+            for (name, _, s), c in zip(specs, split_codes(step_codes, specs))}
 
 
 def _embed(encoder: EmbeddingEncoder, frames: torch.Tensor) -> torch.Tensor:
@@ -84,10 +90,17 @@ def finished_group_tensors(decoder, encoder, step_codes: np.ndarray, ints: list,
     return tensors
 
 
-def _ints(params: dict, specs, step_codes: np.ndarray, levels: int) -> list[np.ndarray]:
-    """The decoder's weights on the clip's step grid (the integers group 0 codes)."""
-    return [rate.quantize(params[name], torch.from_numpy(c), s, levels)
-            for (name, _, s), c in zip(specs, split_codes(step_codes, specs))]
+def _coded(params: dict, steps: dict, prev: dict | None, zone: float | None, levels: int) -> dict:
+    """The integers the group codes for each decoder tensor (as float tensors): group 0's
+    rounded weights, or a later group's previous integers plus its dead-zoned changes."""
+    with torch.no_grad():
+        if prev is None:
+            return {k: torch.round(params[k] / s).clamp(-levels, levels) for k, s in steps.items()}
+        return {k: rate.delta_ints(params[k], s, prev[k], zone, levels) for k, s in steps.items()}
+
+
+def _as_ints(coded: dict, names: list[str]) -> list[np.ndarray]:
+    return [coded[k].to(torch.int64).numpy() for k in names]
 
 
 def _rate_bpp(params: dict, steps: dict, prev: dict | None, pixels: int) -> torch.Tensor:
@@ -118,14 +131,14 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
     gi, xp, n_epochs, step_codes = job.index, job.frames, job.epochs, job.step_codes
     n = xp.shape[0]
     warm = n_epochs // 2 if (gi == 0 and step_codes is None) else 0
-    start, emb_scale = 0, None
+    start, emb_scale, zone = 0, None, None
     checkpoint = resume.load_checkpoint(gi)
     if checkpoint is not None:
         meta, tensors = checkpoint
         load_model_tensors(decoder, encoder, tensors)
         load_optimizer(opt, tensors)
         start = meta["epoch"]
-        emb_scale = meta.get("emb_scale")
+        emb_scale, zone = meta.get("emb_scale"), meta.get("zone")
         if "wcodes" in tensors:
             step_codes = tensors["wcodes"].numpy().astype(np.int64)
         if bar:
@@ -142,15 +155,16 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
         if epoch >= warm and step_codes is None:
             step_codes = rate.weight_codes(params, specs, settings.bits, job.weight_budget)
         if step_codes is not None and steps is None:
-            steps = {name: step_from_code(torch.from_numpy(c)).reshape(s)
-                     for (name, _, s), c in zip(specs, split_codes(step_codes, specs))}
+            steps = _steps(specs, step_codes)
         emb_step = None
-        if steps is not None:  # embedding steps of this epoch: from every frame of the group
+        if steps is not None:  # the dead zone and embedding steps of this epoch (every frame of the group)
             with torch.no_grad():
                 e_all = _embed(encoder, xp)
                 if emb_scale is None or epoch % RECALIBRATE == 0:
-                    budget = _embedding_budget(job, n, _ints(params, specs, step_codes, levels))
-                    emb_scale = rate.embedding_scale(e_all, EMB_BITS, budget)
+                    if prev is not None:
+                        zone = rate.delta_zone(params, steps, prev, n, levels, job.weight_budget)
+                    ints = _as_ints(_coded(params, steps, prev, zone, levels), names)
+                    emb_scale = rate.embedding_scale(e_all, EMB_BITS, _embedding_budget(job, n, ints))
                 emb_step = step_from_code(rate.scaled_codes(e_all.transpose(0, 1), EMB_BITS, emb_scale))
                 emb_step = emb_step.reshape(1, -1, 1, 1)
         gen = torch.Generator().manual_seed((settings.seed * 1_000_003 + gi) * 100_003 + epoch)
@@ -168,7 +182,11 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
             e = encoder(xb)
             if steps is not None:
                 e = fake_quant(e, emb_step, emb_levels)
-                quantized = {name: fake_quant(params[name], steps[name], levels) for name in names}
+                if prev is None:
+                    quantized = {name: fake_quant(params[name], steps[name], levels) for name in names}
+                else:  # the later group's dead-zoned integers, straight-through
+                    coded = _coded(params, steps, prev, zone, levels)
+                    quantized = {k: params[k] + (coded[k] * steps[k] - params[k]).detach() for k in names}
                 y = torch.func.functional_call(decoder, quantized, (e,))
             else:
                 y = decoder(e)
@@ -189,14 +207,17 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
         tensors.update(optimizer_tensors(opt))
         if step_codes is not None:
             tensors["wcodes"] = torch.from_numpy(np.asarray(step_codes, dtype=np.int64))
-        resume.save_checkpoint({"group": gi, "epoch": epoch + 1, "emb_scale": emb_scale}, tensors)
+        resume.save_checkpoint({"group": gi, "epoch": epoch + 1, "emb_scale": emb_scale, "zone": zone}, tensors)
     if step_codes is None:  # epochs too few to reach QAT
         step_codes = rate.weight_codes(params, specs, settings.bits, job.weight_budget)
     # ---- quantize weights on the fixed step grid; snap the network to the decoded weights;
     # the embedding steps that land the payload on its budget
     codes = split_codes(step_codes, specs)
+    steps = steps or _steps(specs, step_codes)
     with torch.no_grad():
-        ints = _ints(params, specs, step_codes, levels)
+        if prev is not None:
+            zone = rate.delta_zone(params, steps, prev, n, levels, job.weight_budget)
+        ints = _as_ints(_coded(params, steps, prev, zone, levels), names)
         load_weights(decoder, specs, [dequantize(q, c, s) for q, c, (_, _, s) in zip(ints, codes, specs)])
         encoder.eval()
         e = _embed(encoder, xp)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from codec.video.arch import BITS_PER_DELTA, BITS_PER_WEIGHT, Arch
-from codec.video.bitstream import encode_ints, pack_embeddings
+from codec.video.bitstream import encode_ints, pack_embeddings, pack_weights
 from models.inr import channel_steps, code_from_step, count_params, step_from_code
 
 LOG2_LO, LOG2_HI = -2.0, 4.0   # step multipliers searched: 1/4x .. 16x the bits-derived step
@@ -24,8 +24,8 @@ RANGE = 4                      # |k| <= RANGE * (2^(bits-1) - 1): the finest mul
 ITERATIONS = 10                # bisection steps (resolution 6 / 2^10 octave)
 
 
-def closest_scale(cost, budget: float) -> float:
-    """The log2 multiplier in [LOG2_LO, LOG2_HI] whose cost (bytes, non-increasing in it) is
+def closest_scale(cost, budget: float, lo: float = LOG2_LO, hi: float = LOG2_HI) -> float:
+    """The value in [lo, hi] (a log2 multiplier) whose cost (bytes, non-increasing in it) is
     closest to ``budget``; the ends when the budget is out of reach."""
     memo = {}
 
@@ -34,7 +34,6 @@ def closest_scale(cost, budget: float) -> float:
             memo[s] = cost(s)
         return memo[s]
 
-    lo, hi = LOG2_LO, LOG2_HI
     if c(lo) <= budget:
         return lo
     if c(hi) >= budget:
@@ -57,6 +56,27 @@ def quantize(x: torch.Tensor, codes: torch.Tensor, sshape, levels: int) -> np.nd
     """x on the grid of its step codes: the integers the file holds."""
     step = step_from_code(codes).reshape(sshape)
     return torch.round(x.detach() / step).clamp(-levels, levels).to(torch.int64).numpy()
+
+
+def delta_ints(x: torch.Tensor, step: torch.Tensor, prev: torch.Tensor, log2t: float, levels: int) -> torch.Tensor:
+    """A later group's integer weights: the previous group's plus the rounded change, where
+    changes below the dead zone 2^log2t steps (log2t = -1: plain rounding) stay zero, so
+    that the deltas' bytes can be set (`delta_zone`). Float tensor of integers."""
+    v = x / step - prev
+    d = torch.where(v.abs() < 2.0 ** log2t, torch.zeros_like(v), torch.round(v))
+    return (prev + d).clamp(-levels, levels)
+
+
+def delta_zone(params: dict, steps: dict, prev: dict, n_frames: int, levels: int, budget: float) -> float:
+    """The dead zone (log2 steps, -1..3) at which a later group's weight deltas code to
+    ``budget`` bytes (with the group's frame count, as `pack_weights` writes them)."""
+    def cost(t):
+        with torch.no_grad():
+            deltas = [(delta_ints(params[k], steps[k], prev[k], t, levels) - prev[k]).to(torch.int32).numpy()
+                      for k in steps]
+        return len(pack_weights(n_frames, deltas))
+
+    return closest_scale(cost, budget, -1.0, 3.0)
 
 
 def weight_codes(params: dict, specs, bits: int, budget: float | None) -> np.ndarray:
@@ -105,9 +125,8 @@ def group_targets(arch: Arch, n_frames: int, group: int, payload_bytes: float) -
     """Cumulative byte targets of the group payloads, the last one = ``payload_bytes``:
     group 0 its planned weights (BITS_PER_WEIGHT per parameter), later groups their planned
     deltas (BITS_PER_DELTA), and every group the rest in proportion to its frames."""
-    params = count_params(arch.cfg)
     n_groups = -(-n_frames // group)
-    fixed = [params * (BITS_PER_WEIGHT if g == 0 else BITS_PER_DELTA) / 8 for g in range(n_groups)]
+    fixed = [planned_weight_bytes(arch, g) for g in range(n_groups)]
     per_frame = max(payload_bytes - sum(fixed), 0.0) / n_frames
     out, acc = [], 0.0
     for g in range(n_groups):
@@ -117,7 +136,8 @@ def group_targets(arch: Arch, n_frames: int, group: int, payload_bytes: float) -
     return [t * min(scale, 1.0) for t in out[:-1]] + [payload_bytes]
 
 
-def planned_weight_bytes(arch: Arch) -> float:
-    return count_params(arch.cfg) * BITS_PER_WEIGHT / 8
+def planned_weight_bytes(arch: Arch, group_index: int) -> float:
+    """Bytes planned for a group's weights: group 0's at BITS_PER_WEIGHT, later deltas at BITS_PER_DELTA."""
+    return count_params(arch.cfg) * (BITS_PER_WEIGHT if group_index == 0 else BITS_PER_DELTA) / 8
 
 
