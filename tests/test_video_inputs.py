@@ -147,3 +147,7 @@ def test_command_line_errors(tmp_path, capsys):
     assert main(["encode", str(clip), "-o", str(ncf), "--bpp", "0.01", "--effort", "fast"]) == 1
     err = capsys.readouterr().err
     assert "too low" in err and "needs at least" in err and "Traceback" not in err and not ncf.exists()
+    junk = tmp_path / "junk.mkv"
+    junk.write_bytes(np.random.default_rng(2).bytes(3000))
+    assert main(["encode", str(junk), "-o", str(ncf)]) == 1
+    assert "neither a video PyAV can decode nor an image Pillow can read" in capsys.readouterr().err

@@ -40,6 +40,7 @@ def _cmd_encode(args) -> int:
     quality = 4.0 if args.quality is None else args.quality
     limits = _limits(args)
     source = files.read_bytes(args.input, limits.max_file_bytes)
+    _check_image(args.input, source)
     t0 = time.perf_counter()
     from tqdm import tqdm
 
@@ -56,6 +57,19 @@ def _cmd_encode(args) -> int:
     files.write_atomic(args.output, data)
     _report(args.output, data, seconds)
     return 0
+
+
+def _check_image(name: str, data: bytes) -> None:
+    """Input that is not a video must be an image; if Pillow cannot identify it either, say
+    both (reads the header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(BytesIO(data)):
+            pass
+    except UnidentifiedImageError:
+        what = "standard input" if name == files.STDIO else name
+        raise NeurocodecError(f"{what} is neither a video PyAV can decode nor an image Pillow can read") from None
 
 
 def _encode_video(args) -> int:
