@@ -123,6 +123,7 @@ def test_bpp_below_the_minimum_says_the_minimum():
         video.encode_video(fr, bpp=floor * 0.9, **FAST)
     data = video.encode_video(fr, quality=1, **FAST)  # a quality below it: the smallest file
     assert video.decode_video(data).shape == fr.shape
+    assert abs(8 * len(data) / fr[..., 0].size / floor - 1) < 0.03  # on the minimum
 
 
 def test_file_lands_on_the_target_bpp():

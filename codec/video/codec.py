@@ -329,10 +329,10 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
     step_bytes = n_step_codes(tensor_specs(arch.cfg))
     overhead = len(_file(header, arch, np.zeros(step_bytes, dtype=np.uint8), [b""] * n_groups))
     payload = bpp * width * height * n_frames / 8 - overhead
-    targets = rate.group_targets(arch, n_frames, group, payload)
+    targets, weight_budgets = rate.group_targets(arch, n_frames, group, payload)
     with torch_threads(threads):
         step_codes, payloads = _fit_groups(source, frames, size, arch, group, n_groups, epochs, settings, resume,
-                                           progress, on_group, height, width, targets)
+                                           progress, on_group, height, width, targets, weight_budgets)
     return _file(header, arch, step_codes, payloads)
 
 
@@ -345,9 +345,10 @@ def _file(header: Header, arch: Arch, step_codes, payloads: list[bytes]) -> byte
 
 def _fit_groups(source, frames, size, arch: Arch, group: int, n_groups: int, epochs: int, settings: FitSettings,
                 resume: ResumeStore, progress, on_group, height: int, width: int,
-                targets: list[float]) -> tuple[np.ndarray, list]:
+                targets: list[float], weight_budgets: list[float]) -> tuple[np.ndarray, list]:
     """Fit every group not already in the resume store: (the clip's step codes, the payloads).
-    ``targets``: the cumulative byte targets of the payloads (codec.video.rate.group_targets)."""
+    ``targets``, ``weight_budgets``: the payloads' cumulative byte targets and the weights'
+    bytes (codec.video.rate.group_targets)."""
     cfg = arch.cfg
     specs = tensor_specs(cfg)
     torch.manual_seed(settings.seed)
@@ -374,7 +375,7 @@ def _fit_groups(source, frames, size, arch: Arch, group: int, n_groups: int, epo
             x = torch.from_numpy(clip).permute(0, 3, 1, 2).to(torch.float32) / 255.0
             job = GroupJob(gi, _pad(x, cfg.out_h, cfg.out_w), height, width, group_epochs[gi], step_codes,
                            previous_ints, byte_budget=targets[gi] - sum(len(p) for p in payloads),
-                           weight_budget=rate.planned_weight_bytes(arch, gi))
+                           weight_budget=weight_budgets[gi])
             step_codes, ints, group_data = fit_group(decoder, encoder, specs, settings, job, resume, bar)
             if on_group is not None:
                 fresh = HNeRVDecoder(cfg).eval()  # rendered as the decoder does: a fresh module

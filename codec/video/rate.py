@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from codec.video.arch import BITS_PER_DELTA, BITS_PER_WEIGHT, Arch
+from codec.video.arch import BITS_PER_DELTA, BITS_PER_WEIGHT, EMB_SHARE, Arch
 from codec.video.bitstream import encode_ints, pack_embeddings, pack_weights
 from models.inr import channel_steps, code_from_step, count_params, step_from_code
 
@@ -121,19 +121,24 @@ def laplace_bits(k: torch.Tensor) -> torch.Tensor:
     return -torch.log2(p).sum()
 
 
-def group_targets(arch: Arch, n_frames: int, group: int, payload_bytes: float) -> list[float]:
-    """Cumulative byte targets of the group payloads, the last one = ``payload_bytes``:
-    group 0 its planned weights (BITS_PER_WEIGHT per parameter), later groups their planned
-    deltas (BITS_PER_DELTA), and every group the rest in proportion to its frames."""
+def group_targets(arch: Arch, n_frames: int, group: int, payload_bytes: float) -> tuple[list[float], list[float]]:
+    """The groups' byte targets: (cumulative payload targets, the last = ``payload_bytes``;
+    each group's weight budget). Weights get their planned bytes (group 0 at BITS_PER_WEIGHT,
+    later deltas at BITS_PER_DELTA), scaled down where they would leave the embeddings less
+    than half their planned share (EMB_SHARE / 2; only near the minimum rate: elsewhere the
+    plan gives them 18-23 %); the embeddings share the rest by frames."""
     n_groups = -(-n_frames // group)
-    fixed = [planned_weight_bytes(arch, g) for g in range(n_groups)]
-    per_frame = max(payload_bytes - sum(fixed), 0.0) / n_frames
-    out, acc = [], 0.0
+    weights = [planned_weight_bytes(arch, g) for g in range(n_groups)]
+    cap = (1 - EMB_SHARE / 2) * payload_bytes
+    if sum(weights) > cap:
+        weights = [w * cap / sum(weights) for w in weights]
+    per_frame = (payload_bytes - sum(weights)) / n_frames
+    targets, acc = [], 0.0
     for g in range(n_groups):
-        acc += fixed[g] + per_frame * min(group, n_frames - g * group)
-        out.append(acc)
-    scale = payload_bytes / acc if acc > 0 else 1.0  # the planned split exceeds the file: shrink it
-    return [t * min(scale, 1.0) for t in out[:-1]] + [payload_bytes]
+        acc += weights[g] + per_frame * min(group, n_frames - g * group)
+        targets.append(acc)
+    targets[-1] = payload_bytes
+    return targets, weights
 
 
 def planned_weight_bytes(arch: Arch, group_index: int) -> float:
