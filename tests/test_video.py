@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CARPHONE = ROOT / "tests" / "data" / "carphone_176x144_10f.mp4"  # 10 frames (tests/data/README.md)
 
 KW = dict(epochs=4, group=4, progress=False, quality=5.0)
+# an hnerv file of the encoder before rate control, and what it decoded to (tests/data/README.md)
+OLD_FILE = ROOT / "tests" / "data" / "hnerv-4805533-synthetic.ncf"
+OLD_DECODED = {"rgb_sha256": "81e0247b7611462b26cb004edc1a1eb34bee472cf07bbe1941f2676ee9d18aee", "psnr": 13.3341,
+               "torch": "2.14.1+cu130", "cpu_capability": "AVX512"}
 
 
 def _synthetic(t=8, h=32, w=32) -> np.ndarray:
@@ -63,6 +67,21 @@ def test_frames_in_memory_encode_as_the_file_does(encoded):
     lossless clip, at the clip's rate, give the same file."""
     data, _ = encoded
     assert video.encode_video(_synthetic(), fps=25, **KW) == data
+
+
+def test_file_of_an_earlier_encoder_decodes_as_recorded():
+    """Files are forever: the decoder gives an older encoder's file the frames it gave then
+    (exactly with the same float kernels; elsewhere the same PSNR, see tests/test_golden.py)."""
+    import hashlib
+
+    out = video.decode_video(OLD_FILE.read_bytes())
+    assert out.shape == (8, 32, 32, 3)
+    same_kernels = (OLD_DECODED["torch"], OLD_DECODED["cpu_capability"]) == (
+        torch.__version__, torch.backends.cpu.get_cpu_capability())
+    if same_kernels:
+        assert hashlib.sha256(out.tobytes()).hexdigest() == OLD_DECODED["rgb_sha256"]
+    mse = ((out.astype(np.float64) - _synthetic()) ** 2).reshape(8, -1).mean(1)
+    assert np.mean(10 * np.log10(255 ** 2 / mse)) == pytest.approx(OLD_DECODED["psnr"], abs=0.05)
 
 
 def test_decode_thread_invariant(encoded):

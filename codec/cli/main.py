@@ -20,14 +20,14 @@ EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
 def _cmd_encode(args) -> int:
-    from codec.video.io import is_video
+    from codec.video.io import audio_only, is_video
 
     files.check_output(args.output, args.force, (args.input,))
+    if args.input != files.STDIO and audio_only(args.input):
+        raise NeurocodecError(f"{args.input} holds audio only (no video stream): nothing to encode")
     if args.input != files.STDIO and is_video(args.input):
         if args.refine:
             raise NeurocodecError("--refine applies to images; videos take --epochs")
-        if args.effort is not None:
-            raise NeurocodecError("--effort applies to images; videos take --epochs")
         return _encode_video(args)
     from codec.image import encode_image
     from codec.image.refine import effort_steps
@@ -42,6 +42,7 @@ def _cmd_encode(args) -> int:
     refine = args.refine if args.effort is None else effort_steps(args.effort)
     limits = _limits(args)
     source = files.read_bytes(args.input, limits.max_file_bytes)
+    _check_image(args.input, source)
     t0 = time.perf_counter()
     from tqdm import tqdm
 
@@ -58,6 +59,19 @@ def _cmd_encode(args) -> int:
     files.write_atomic(args.output, data)
     _report(args.output, data, seconds)
     return 0
+
+
+def _check_image(name: str, data: bytes) -> None:
+    """Input that is not a video must be an image; if Pillow cannot identify it either, say
+    both (reads the header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(BytesIO(data)):
+            pass
+    except UnidentifiedImageError:
+        what = "standard input" if name == files.STDIO else name
+        raise NeurocodecError(f"{what} is neither a video PyAV can decode nor an image Pillow can read") from None
 
 
 def _encode_video(args) -> int:
@@ -78,8 +92,8 @@ def _encode_video(args) -> int:
     recon = []  # the encoder's reconstruction of the groups fitted in this run (the last ones)
     try:
         data = encode_video(args.input, bpp=args.bpp, quality=args.quality, frames=args.frames,
-                            size=args.size, epochs=args.epochs, model=args.model, resume_dir=resume_dir,
-                            threads=args.threads, on_group=lambda _, frames: recon.append(frames))
+                            size=args.size, epochs=args.epochs, effort=args.effort or "default", model=args.model,
+                            resume_dir=resume_dir, threads=args.threads, on_group=lambda _, frames: recon.append(frames))
     except KeyboardInterrupt:
         print(f"neurocodec: interrupted; rerun the same command with --resume to continue "
               f"(state in {resume_dir})", file=sys.stderr)
@@ -255,15 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "(stochastic Gumbel annealing; smaller files at the same quality, encoding "
                         "about STEPS x 3 times slower, decoding unchanged; try 25)")
     p.add_argument("--effort", choices=["fast", "default", "max"], default=None,
-                   help="images: how hard the encoder searches. fast and default: the plain encode "
-                        "(about 2 s for a 768x512 photo on one core); max: --refine 50 (about 2.5 %% "
-                        "smaller files at the same quality, about 60x slower: 2 minutes for that photo). "
-                        "Decoding is the same for every level")
+                   help="how hard the encoder works (decoding is the same for every level). Images: fast "
+                        "and default are the plain encode (about 2 s for a 768x512 photo on one core), "
+                        "max is --refine 50 (about 2.5 %% smaller files at the same quality, about 60x "
+                        "slower: 2 minutes for that photo). Videos: 25, 100 or 300 training epochs of the "
+                        "first group (carphone, 30 frames: about 0.5, 2-5 and 11 minutes; docs/video.md)")
     v = p.add_argument_group("video (the input is detected as a video by PyAV)")
     v.add_argument("--bpp", type=float, default=None, help="target bits per pixel instead of --quality")
     v.add_argument("--frames", type=int, default=None, help="encode only the first N frames")
     v.add_argument("--size", default=None, help="resize frames to WxH first, e.g. 320x180")
-    v.add_argument("--epochs", type=int, default=None, help="training epochs of the first group of frames")
+    v.add_argument("--epochs", type=int, default=None, help="training epochs of the first group of frames "
+                   "(overrides --effort)")
     v.add_argument("--resume", action="store_true", help="continue an interrupted video encode from OUT.resume/")
     v.add_argument("--threads", type=int, default=None,
                    help="torch threads for the fit (default: torch's, one per core); 1 is much "

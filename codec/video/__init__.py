@@ -3,6 +3,7 @@
 io         the one frame reader (PyAV; files, PNG folders, arrays) and the writer
 codec      encode_video, decode_video, iter_decode_video, parse (the file's checks), render
 fit        fitting one group of frames (QAT) and quantizing it
+rate       rate control: step sizes chosen with the coder so the file lands on the target
 arch       the network's size for a target rate, and its "arch" section
 bitstream  integer tensors and group payloads as bytes
 resume     the encoder's resume store

@@ -71,11 +71,8 @@ class Arch:
 def tensor_specs(cfg: HNeRVConfig) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
     """(name, shape, step shape) of every decoder tensor, in file order."""
     with torch.device("meta"):
-        net = HNeRVDecoder(cfg)
-    out = []
-    for name, p in net.state_dict().items():
-        out.append((name, tuple(p.shape), step_shape(p, per_channel=True)))
-    return out
+        tensors = HNeRVDecoder(cfg).state_dict()
+    return [(name, tuple(p.shape), step_shape(p, per_channel=True)) for name, p in tensors.items()]
 
 
 # every non-increasing sequence of 2 to 6 strides from {5, 4, 3, 2}
@@ -108,6 +105,27 @@ EMB_SHARE = 0.2
 K_MAX = 3         # kernel of the last block (first is 1)
 REDUCE = 1.5      # channel shrink per block
 LOWER = 8         # narrowest block
+
+
+def _narrowest(width: int, height: int) -> HNeRVConfig:
+    """The smallest network plan_arch makes for a frame size (2 embedding channels, width floor)."""
+    strides, pw, ph = choose_strides(width, height)
+    s, n = math.prod(strides), len(strides)
+    return HNeRVConfig(2, ph // s, pw // s, strides, default_channels(n, 4, REDUCE, LOWER),
+                       default_kernels(n, 1, K_MAX), 1)
+
+
+def min_bpp(width: int, height: int, frames: int, group: int) -> float:
+    """The lowest target bpp a clip can be coded at: the narrowest network (its weights,
+    the later groups' deltas, one step code per channel) plus 2 embedding channels per frame,
+    at the planner's bits per value."""
+    cfg = _narrowest(width, height)
+    groups = -(-frames // group)
+    params = count_params(cfg)
+    bits = (params * (BITS_PER_WEIGHT + (groups - 1) * BITS_PER_DELTA)
+            + 8 * sum(math.prod(sshape) for _, _, sshape in tensor_specs(cfg))
+            + cfg.c_emb * cfg.emb_h * cfg.emb_w * frames * BITS_PER_EMB)
+    return bits / (width * height * frames)
 
 
 def plan_arch(width: int, height: int, frames: int, bpp: float, group: int, bits: int = DEFAULT_BITS) -> Arch:

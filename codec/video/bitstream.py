@@ -136,19 +136,24 @@ class GroupData:
     emb: np.ndarray                # (n, c_emb, eh, ew) int32
 
 
-def pack_group(g: GroupData) -> bytes:
-    parts = [encode_uvarint(g.n_frames)]
-    for q in g.weights:
-        parts.append(encode_ints(q))
-    parts.append(bytes(np.asarray(g.emb_codes, dtype=np.uint8)))
-    # embeddings: coded directly (mode 0) or as differences to the previous frame's (mode 1),
-    # whichever is shorter
-    direct = b"\x00" + encode_ints(g.emb)
-    e = g.emb.astype(np.int64)
+def pack_embeddings(codes: np.ndarray, emb: np.ndarray) -> bytes:
+    """A group's embedding step codes, mode and stream: coded directly (mode 0) or as
+    differences to the previous frame's (mode 1), whichever is shorter."""
+    direct = b"\x00" + encode_ints(emb)
+    e = emb.astype(np.int64)
     diff = np.concatenate([e[:1], e[1:] - e[:-1]]) if len(e) > 1 else e
     temporal = b"\x01" + encode_ints(diff.astype(np.int32)) if np.abs(diff).max(initial=0) < 2 ** 30 else None
-    parts.append(direct if temporal is None or len(direct) <= len(temporal) else temporal)
-    return b"".join(parts)
+    best = direct if temporal is None or len(direct) <= len(temporal) else temporal
+    return bytes(np.asarray(codes, dtype=np.uint8)) + best
+
+
+def pack_weights(n_frames: int, weights: list[np.ndarray]) -> bytes:
+    """A group payload up to its embeddings: frame count, then every decoder tensor."""
+    return encode_uvarint(n_frames) + b"".join(encode_ints(q) for q in weights)
+
+
+def pack_group(g: GroupData) -> bytes:
+    return pack_weights(g.n_frames, g.weights) + pack_embeddings(g.emb_codes, g.emb)
 
 
 def unpack_group(data: bytes, arch, specs, expect_frames: int, gi: int) -> GroupData:

@@ -29,7 +29,8 @@ from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError
                              read_container, read_header, write_container)
 from codec.errors import NeurocodecError
 from codec.threads import torch_threads
-from codec.video.arch import DEFAULT_BITS, Arch, bpp_to_quality, plan_arch, quality_to_bpp, tensor_specs
+from codec.video.arch import DEFAULT_BITS, Arch, bpp_to_quality, min_bpp, plan_arch, quality_to_bpp, tensor_specs
+from codec.video import rate
 from codec.video.bitstream import dequantize, n_step_codes, pack_group, split_codes, unpack_group
 from codec.video.fit import (FitSettings, GroupJob, finished_group_tensors, fit_group, load_model_tensors,
                              load_weights)
@@ -43,7 +44,7 @@ CODER_VERSION = 1
 FAMILY_ID = 2  # coder["family"]: 1 gaussian, 2 laplace
 DEFAULT_QUALITY = 4.0
 DEFAULT_GROUP = 30
-DEFAULT_EPOCHS = 100
+EFFORT_EPOCHS = {"fast": 25, "default": 100, "max": 300}  # epochs of group 0 per effort (docs/video.md: times)
 MAX_GROUPS = 4000
 DECODE_BATCH = 4
 MAX_OUTPUT_BYTES = 16 * 2 ** 30    # decode_video refuses to allocate more than this
@@ -263,7 +264,7 @@ def _target_rate(bpp: float | None, quality: float | None) -> tuple[float, float
 
 
 def encode_video(source, *, bpp: float | None = None, quality: float | None = None, frames: int | None = None,
-                 size=None, epochs: int | None = None, resume_dir=None, progress=True,
+                 size=None, epochs: int | None = None, effort: str = "default", resume_dir=None, progress=True,
                  group: int | None = None, bits: int = DEFAULT_BITS, seed: int = 0, model: str | None = None,
                  lr: float = 1e-2, batch: int = 2, threads: int | None = None, fps=None,
                  on_group=None) -> bytes:
@@ -271,9 +272,12 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
     directory of PNGs, or (T, H, W, 3) uint8 frames. ``fps``: the frame rate the file records
     (default: the source's; 30 for frames in memory).
 
-    ``bpp`` (target bits per pixel) or ``quality`` (1..8, default 4) sets the model size;
+    ``bpp`` (target bits per pixel) or ``quality`` (1..8, default 4) sets the model size, and
+    the file lands on it (codec.video.rate); a ``bpp`` below the clip's minimum
+    (codec.video.arch.min_bpp) is refused, a ``quality`` below it gives the minimum;
     ``frames`` keeps the first N frames, ``size`` ("WxH" or (w, h)) resizes, ``epochs``
-    sets the training epochs of group 0 (later groups train half as many, warm-started),
+    sets the training epochs of group 0 (later groups train half as many, warm-started;
+    default: by ``effort``, "fast" 25, "default" 100, "max" 300),
     ``group`` the frames per group (default 30), ``bits`` the weight bit depth (6..8).
     ``resume_dir`` keeps finished groups and a per-epoch checkpoint there; rerunning with
     the same arguments continues where it stopped. ``progress``: True for a bar on stderr,
@@ -286,6 +290,7 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
         raise NeurocodecError("threads must be >= 1")
     if model not in (None, "default", MODEL_NAME):
         raise NeurocodecError(f"unknown video model {model!r}; the video codec is {MODEL_NAME!r}")
+    explicit_bpp = bpp is not None
     bpp, quality = _target_rate(bpp, quality)
     if not 2 <= bits <= 12:
         raise NeurocodecError(f"bits must be in 2..12, got {bits}")
@@ -294,27 +299,44 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
         raise NeurocodecError("group must be >= 1")
     n_frames, width, height = _count_frames(source, frames, size)
     fps = video_fps(source) if fps is None else as_fraction(fps)
-    epochs = int(DEFAULT_EPOCHS if epochs is None else epochs)
+    if effort not in EFFORT_EPOCHS:
+        raise NeurocodecError(f"effort must be one of {', '.join(EFFORT_EPOCHS)}, got {effort!r}")
+    epochs = int(EFFORT_EPOCHS[effort] if epochs is None else epochs)
     if epochs < 1:
         raise NeurocodecError("epochs must be >= 1")
+    floor = min_bpp(width, height, n_frames, group)
+    if bpp < floor and not explicit_bpp:
+        bpp = floor  # a quality below what the clip can hold: its smallest file
+    if bpp < floor:
+        raise NeurocodecError(f"bpp {bpp:.4g} is too low for this clip ({width}x{height}, {n_frames} frames, "
+                              f"groups of {group}): the smallest network needs at least {floor:.4g} bpp "
+                              "(raise --bpp or --quality, or code more frames per group)")
     arch = plan_arch(width, height, n_frames, bpp, group, bits)
     n_groups = -(-n_frames // group)
     if n_groups > MAX_GROUPS:
         raise NeurocodecError(f"{n_groups} groups exceed the {MAX_GROUPS} a file can hold; use a larger group")
     fingerprint = {"source": _source_id(source), "frames": n_frames, "size": [width, height],
                    "bpp": bpp, "epochs": epochs, "group": group, "bits": bits, "seed": seed,
-                   "arch": arch.to_bytes().hex(), "version": CODER_VERSION, "lr": float(lr), "batch": int(batch)}
+                   "arch": arch.to_bytes().hex(), "version": CODER_VERSION, "rate_control": 1, "lr": float(lr), "batch": int(batch)}
     resume = ResumeStore(resume_dir, fingerprint)
     settings = FitSettings(bits, seed, lr=float(lr), batch=int(batch))
-    with torch_threads(threads):
-        step_codes, payloads = _fit_groups(source, frames, size, arch, group, n_groups, epochs, settings, resume,
-                                           progress, on_group, height, width)
     header = Header(media=MediaKind.VIDEO, model=MODEL_NAME, weights_hash=arch.hash8(), width=width,
                     height=height, pad_width=arch.cfg.out_w, pad_height=arch.cfg.out_h, color=COLOR,
                     quality=quality, coder={"version": CODER_VERSION, "family": FAMILY_ID,
                                             "precision": int(entropy.PRECISION)},
                     frames=n_frames, fps_num=fps.numerator, fps_den=fps.denominator,
                     extra={"group": group, "groups": n_groups})
+    step_bytes = n_step_codes(tensor_specs(arch.cfg))
+    overhead = len(_file(header, arch, np.zeros(step_bytes, dtype=np.uint8), [b""] * n_groups))
+    payload = bpp * width * height * n_frames / 8 - overhead
+    targets, weight_budgets = rate.group_targets(arch, n_frames, group, payload)
+    with torch_threads(threads):
+        step_codes, payloads = _fit_groups(source, frames, size, arch, group, n_groups, epochs, settings, resume,
+                                           progress, on_group, height, width, targets, weight_budgets)
+    return _file(header, arch, step_codes, payloads)
+
+
+def _file(header: Header, arch: Arch, step_codes, payloads: list[bytes]) -> bytes:
     sections = [Section("arch", arch.to_bytes()),
                 Section("wsteps", bytes(np.asarray(step_codes, dtype=np.uint8)))]
     sections += [Section(f"g{i}", p) for i, p in enumerate(payloads)]
@@ -322,8 +344,11 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
 
 
 def _fit_groups(source, frames, size, arch: Arch, group: int, n_groups: int, epochs: int, settings: FitSettings,
-                resume: ResumeStore, progress, on_group, height: int, width: int) -> tuple[np.ndarray, list]:
-    """Fit every group not already in the resume store: (the clip's step codes, the payloads)."""
+                resume: ResumeStore, progress, on_group, height: int, width: int,
+                targets: list[float], weight_budgets: list[float]) -> tuple[np.ndarray, list]:
+    """Fit every group not already in the resume store: (the clip's step codes, the payloads).
+    ``targets``, ``weight_budgets``: the payloads' cumulative byte targets and the weights'
+    bytes (codec.video.rate.group_targets)."""
     cfg = arch.cfg
     specs = tensor_specs(cfg)
     torch.manual_seed(settings.seed)
@@ -349,7 +374,8 @@ def _fit_groups(source, frames, size, arch: Arch, group: int, n_groups: int, epo
                 continue
             x = torch.from_numpy(clip).permute(0, 3, 1, 2).to(torch.float32) / 255.0
             job = GroupJob(gi, _pad(x, cfg.out_h, cfg.out_w), height, width, group_epochs[gi], step_codes,
-                           previous_ints)
+                           previous_ints, byte_budget=targets[gi] - sum(len(p) for p in payloads),
+                           weight_budget=weight_budgets[gi])
             step_codes, ints, group_data = fit_group(decoder, encoder, specs, settings, job, resume, bar)
             if on_group is not None:
                 fresh = HNeRVDecoder(cfg).eval()  # rendered as the decoder does: a fresh module

@@ -40,6 +40,18 @@ def is_video(path) -> bool:
         return False
 
 
+def audio_only(path) -> bool:
+    """True for a file PyAV opens that has audio streams and no video stream (so that the
+    command line says so instead of trying it as an image)."""
+    import av
+
+    try:
+        with av.open(str(path)) as f:
+            return bool(f.streams.audio) and not f.streams.video
+    except Exception:
+        return False
+
+
 def _png_files(path: Path) -> list[Path]:
     return sorted(q for q in path.iterdir() if q.suffix.lower() == ".png")
 
@@ -111,11 +123,18 @@ def iter_frames(source, frames: int | None = None, size=None):
         decoded = _png_folder_frames(Path(source))
     else:
         decoded = _file_frames(Path(source))
+    first = None
     for i, frame in enumerate(decoded):
         if frames is not None and i >= frames:
             decoded.close()
             return
-        yield _to_rgb(frame, wh)
+        rgb = _to_rgb(frame, wh)
+        first = first or rgb.shape
+        if rgb.shape != first:
+            decoded.close()
+            raise NeurocodecError(f"frame size changes at frame {i} ({first[1]}x{first[0]} -> "
+                                  f"{rgb.shape[1]}x{rgb.shape[0]}); pass a size (--size WxH) to resize all")
+        yield rgb
 
 
 def video_fps(path) -> Fraction:
