@@ -10,8 +10,12 @@ therefore compute on one thread; the video fit takes the caller's count.
 from __future__ import annotations
 
 import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
+
+from codec.errors import NeurocodecError
 
 
 @contextlib.contextmanager
@@ -28,3 +32,40 @@ def torch_threads(threads: int | None = 1, onednn: bool | None = None):
     finally:
         torch.backends.mkldnn.enabled = before_onednn
         torch.set_num_threads(before_threads)
+
+
+def default_threads() -> int:
+    """Every core this process may run on (`--threads`' default)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Pool:
+    """`threads` worker threads for independent units of work (bands, tiles), each unit on one
+    thread: `map(fn, items)` is [fn(i) for i in items], in order, whatever the thread count.
+    Torch releases the GIL in its operations, so the units run concurrently; the caller holds
+    torch at one thread (`torch_threads(1)`) so that each unit computes on its own thread."""
+
+    def __init__(self, threads: int = 1):
+        if int(threads) < 1:
+            raise NeurocodecError(f"threads must be >= 1, got {threads}")
+        self.threads = int(threads)
+        # torch.set_num_threads in each worker too: it also sets the OpenMP thread count that
+        # oneDNN reads, which is per thread and otherwise every core in a new thread
+        self._executor = ThreadPoolExecutor(self.threads, initializer=torch.set_num_threads, initargs=(1,)) \
+            if self.threads > 1 else None
+
+    def map(self, fn, items) -> list:
+        items = list(items)
+        if self._executor is None or len(items) < 2:
+            return [fn(i) for i in items]
+        return list(self._executor.map(fn, items))
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -10,11 +10,13 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../detmath.h"
@@ -145,13 +147,33 @@ static void gelu_any(const double* x, double* y, long n) {
   isa_base::Gelu::run(x, y, n);
 }
 
-template <typename T>
-static void gemm_any(const T* A, const T* B, const T* bias, T* C, long M, long K, long N) {
+// Products of at least this many multiply-adds are split over threads (a thread costs tens of
+// microseconds to start; 2^20 multiply-adds take about 150).
+static constexpr long PARALLEL_MACS = 1L << 20;
+
+// C = bias + A B on up to `threads` threads, each taking a run of rows: every output is
+// computed by the same operations whichever thread computes it, so the bits never depend on
+// the thread count.
+template <typename T, typename G>
+static void gemm_on(const T* A, const T* B, const T* bias, T* C, long M, long K, long N, int threads) {
   std::vector<T> pack((size_t)(K * N));
+  G::pack_b(B, K, N, pack.data());
+  long parts = M * K * N >= PARALLEL_MACS ? std::min<long>(threads, M / G::MR) : 1;
+  if (parts <= 1) return G::rows(A, B, bias, C, K, N, pack.data(), 0, M);
+  std::vector<std::thread> pool;
+  long step = (M / G::MR + parts - 1) / parts * G::MR;  // rows per thread, a multiple of MR
+  for (long m = step; m < M; m += step)
+    pool.emplace_back(G::rows, A, B, bias, C, K, N, pack.data(), m, std::min(M, m + step));
+  G::rows(A, B, bias, C, K, N, pack.data(), 0, std::min(M, step));
+  for (auto& t : pool) t.join();
+}
+
+template <typename T>
+static void gemm_any(const T* A, const T* B, const T* bias, T* C, long M, long K, long N, int threads) {
 #ifdef HAVE_AVX2_PATH
-  if (use_avx2()) return isa_avx2::Gemm<T>::run(A, B, bias, C, M, K, N, pack.data());
+  if (use_avx2()) return gemm_on<T, isa_avx2::Gemm<T>>(A, B, bias, C, M, K, N, threads);
 #endif
-  isa_base::Gemm<T>::run(A, B, bias, C, M, K, N, pack.data());
+  gemm_on<T, isa_base::Gemm<T>>(A, B, bias, C, M, K, N, threads);
 }
 
 // ------------------------------------------------------------------ bindings
@@ -159,7 +181,8 @@ template <typename T>
 using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 template <typename T>
-static Array<T> gemm(Array<T> a, Array<T> b, py::object bias) {
+static Array<T> gemm(Array<T> a, Array<T> b, py::object bias, int threads) {
+  if (threads < 1) throw std::invalid_argument("gemm: threads must be >= 1");
   if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(0))
     throw std::invalid_argument("gemm: A must be M x K and B K x N");
   long M = a.shape(0), K = a.shape(1), N = b.shape(1);
@@ -175,7 +198,7 @@ static Array<T> gemm(Array<T> a, Array<T> b, py::object bias) {
   T* pc = c.mutable_data();
   {
     py::gil_scoped_release release;
-    gemm_any<T>(pa, pB, pb, pc, M, K, N);
+    gemm_any<T>(pa, pB, pb, pc, M, K, N, threads);
   }
   return c;
 }
@@ -213,9 +236,10 @@ PYBIND11_MODULE(_kernels, m) {
   m.doc() = "CPU-independent kernels for the networks that compute the coder's parameters (float64)";
   // float32 too, only to compare the speed (codec.exact's docstring); pybind11 first tries every
   // overload without conversion, so each dtype finds its own
-  m.def("gemm", &gemm<double>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(),
-        "bias[:, None] + a @ b, each output summed in the order k = 0, 1, ... (a: M x K, b: K x N)");
-  m.def("gemm", &gemm<float>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none());
+  m.def("gemm", &gemm<double>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("threads") = 1,
+        "bias[:, None] + a @ b, each output summed in the order k = 0, 1, ... (a: M x K, b: K x N), "
+        "on up to `threads` threads (the same bits on any number)");
+  m.def("gemm", &gemm<float>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("threads") = 1);
   m.def("gelu", &gelu, "x/2 (1 + erf(x / sqrt 2)) elementwise (PyTorch's nn.GELU())");
   m.def("elu", &elementwise<dm::elu>, "x if x > 0 else e^x - 1, elementwise");
   m.def("sigmoid", &elementwise<dm::sigmoid>, "1 / (1 + e^-x) elementwise");
