@@ -10,10 +10,11 @@ the layer's whole output; the next layer starts when every band is done.
 
 The bands' bounds depend only on the image size: every BAND_ROWS rows of the latent y, scaled
 to each layer's resolution. Each output comes from the same operations on the same inputs
-whatever thread computes it, so files and pixels do not depend on the thread count; and
-oneDNN's and PyTorch's single-threaded convolutions compute an output by the same operations
-whatever the input's height, so banded layers give the unbanded pixels
-(tests/test_threads.py checks both).
+whatever thread computes it, so files and pixels do not depend on the thread count. And
+oneDNN's single-threaded convolutions compute an output by the same operations whatever the
+input's height, as long as the input is not small (MIN_BAND_AREA), so banded layers give the
+unbanded pixels: files written before bands decode as they did (tests/test_threads.py checks
+both).
 """
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ from compressai.layers import GDN
 from models.layers import LayerNorm2d
 
 BAND_ROWS = 8  # latent rows per band (128 pixel rows at stride 16)
+# A layer is banded only where each band's input has at least this many positions: oneDNN
+# picks other kernels, which round otherwise, for small inputs (under about 200 to 400
+# positions for mlic-medium's layers on an AVX2 EPYC, measured), and banding must not change
+# the pixels of files written before it; smaller layers cost little and run whole.
+MIN_BAND_AREA = 1024
 # layers that mix no positions: applied to a band, their output rows are its input rows
 _POINTWISE = (nn.GELU, nn.ReLU, nn.LeakyReLU, nn.Identity, nn.LayerNorm, LayerNorm2d, GDN)
 
@@ -99,14 +105,16 @@ def run(layers: nn.Sequential, x: torch.Tensor, pool) -> torch.Tensor:
 
 def _banded(layer: nn.Module, x: torch.Tensor, cuts: list[int], pool) -> torch.Tensor:
     plans = [_input_rows(layer, lo, hi, x.shape[2]) for lo, hi in zip(cuts[:-1], cuts[1:])]
-    if len(plans) == 1 or None in plans:
+    if len(plans) == 1 or None in plans or min(end - first for first, end, _ in plans) * x.shape[3] < MIN_BAND_AREA:
         return layer(x)
     out, lock = None, threading.Lock()
+    grad = torch.is_grad_enabled()  # thread-local: the pool's threads get the caller's
 
     def band(i: int) -> None:
         nonlocal out
         (first, end, offset), lo, hi = plans[i], cuts[i], cuts[i + 1]
-        part = layer(x[:, :, first:end])
+        with torch.set_grad_enabled(grad):
+            part = layer(x[:, :, first:end])
         assert part.shape[2] >= hi - offset, (layer, part.shape, plans[i], lo, hi)
         with lock:
             if out is None:  # the first band done knows the output's channels, width and layout (as
