@@ -40,12 +40,13 @@ def default_threads() -> int:
 
 
 class Pool:
-    """`threads` worker threads for independent units of work (bands, tiles), each unit on one
-    thread: `map(fn, items)` is [fn(i) for i in items], in order, whatever the thread count.
+    """`threads` worker threads (None: every core) for independent units of work (bands of an
+    image, batches of video frames), each unit on one thread: `map(fn, items)` is [fn(i) for i in items], in order, whatever the thread count.
     Torch releases the GIL in its operations, so the units run concurrently; the caller holds
     torch at one thread (`torch_threads(1)`) so that each unit computes on its own thread."""
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int | None = 1):
+        threads = default_threads() if threads is None else threads
         if int(threads) < 1:
             raise NeurocodecError(f"threads must be >= 1, got {threads}")
         self.threads = int(threads)

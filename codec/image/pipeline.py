@@ -40,7 +40,7 @@ from codec.image.refine import refine_latents
 from codec.image.tiles import (MAX_TILE, PACKED_SINCE, TILE, TileStreams, tile_grid, tile_prefix, tile_sections,
                                tile_side)
 from codec.image.ycoding import decode_y, quantize_y
-from codec.threads import Pool, default_threads, torch_threads
+from codec.threads import Pool, torch_threads
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model, split_release
 
 COLOR_FORMAT = "rgb8"
@@ -92,7 +92,7 @@ class _Work:
     bands, the exact kernels' products on as many threads; everything restored on exit."""
 
     def __init__(self, threads: int | None):
-        self.pool = Pool(default_threads() if threads is None else threads)
+        self.pool = Pool(threads)
         self._blocks = (torch_threads(1), exact.threads(self.pool.threads), self.pool)
 
     def run(self, layers: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
