@@ -64,7 +64,7 @@ def test_band_bounds_follow_the_latent_rows_only():
     assert bands.bounds(80, 5) == [0, 80]  # up to BAND_ROWS latent rows: one band
 
 
-def test_exact_products_are_the_same_bits_on_any_number_of_threads():
+def test_exact_kernels_give_the_same_bits_on_any_number_of_threads():
     rng = np.random.default_rng(0)
     a, b, bias = rng.normal(size=(61, 300)), rng.normal(size=(300, 131)), rng.normal(size=61)  # 2.4 M MACs: split
     one = _kernels.gemm(a, b, bias, 1)
@@ -72,6 +72,10 @@ def test_exact_products_are_the_same_bits_on_any_number_of_threads():
         assert np.array_equal(_kernels.gemm(a, b, bias, n), one)
         with exact.threads(n):
             assert np.array_equal(exact.gemm(a, b, bias), one)
+    x = rng.normal(scale=3, size=100_003)  # split from 2^16 values on, into runs of whole vectors
+    for name in ("gelu", "elu", "sigmoid", "tanh"):
+        one = getattr(_kernels, name)(x, 1)
+        assert all(np.array_equal(getattr(_kernels, name)(x, n), one) for n in (2, 3, 7)), name
 
 
 def test_pool_keeps_order_and_refuses_no_threads(image):

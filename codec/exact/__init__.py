@@ -63,6 +63,11 @@ def gemm(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.nda
     return _kernels.gemm(a, b, bias, _threads)
 
 
+def elementwise(name: str, x: np.ndarray) -> np.ndarray:
+    """The exact kernel `name` (gelu, elu, sigmoid, tanh, ...) of x, on the threads `threads` allows."""
+    return getattr(_kernels, name)(x, _threads)
+
+
 # ----------------------------------------------------------------------------- operations
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: tuple[int, int],
            at: np.ndarray | None = None) -> np.ndarray:
@@ -190,7 +195,7 @@ class Elementwise(nn.Module):
         self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(getattr(_kernels, self.name)(_numpy(x)))
+        return torch.from_numpy(elementwise(self.name, _numpy(x)))
 
     def extra_repr(self) -> str:
         return self.name
@@ -218,8 +223,8 @@ class ExactLinearAttention(nn.Module):
         for b in range(qk_src.shape[0]):
             qk, v_in = _numpy(qk_src[b]), _numpy(v_src[b])
             h, d, n = self.heads, self.dim // self.heads, qk.shape[1] * qk.shape[2]
-            q = (_kernels.elu(self.q.one(qk)) + 1).reshape(h, d, n)
-            k = _kernels.elu(self.k.one(qk)) + 1
+            q = (elementwise("elu", self.q.one(qk)) + 1).reshape(h, d, n)
+            k = elementwise("elu", self.k.one(qk)) + 1
             if key_mask is not None:
                 k = k * _numpy(key_mask)
             k = k.reshape(h, d, n)
@@ -244,7 +249,7 @@ class ExactChannelReweight(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         mean = torch.stack([torch.from_numpy(channel_sums(_numpy(xi).reshape(C, H * W))) for xi in x]) / (H * W)
-        gates = torch.from_numpy(_kernels.sigmoid(_numpy(self.fc(mean))))
+        gates = torch.from_numpy(elementwise("sigmoid", _numpy(self.fc(mean))))
         return x * (2 * gates)[:, :, None, None]
 
 

@@ -147,25 +147,30 @@ static void gelu_any(const double* x, double* y, long n) {
   isa_base::Gelu::run(x, y, n);
 }
 
-// Products of at least this many multiply-adds are split over threads (a thread costs tens of
-// microseconds to start; 2^20 multiply-adds take about 150).
-static constexpr long PARALLEL_MACS = 1L << 20;
+// Work is split over threads only from these sizes on (a thread costs tens of microseconds to
+// start; 2^20 multiply-adds take about 150, 2^16 GELUs about 1000).
+static constexpr long PARALLEL_MACS = 1L << 20, PARALLEL_ITEMS = 1L << 16;
 
-// C = bias + A B on up to `threads` threads, each taking a run of rows: every output is
-// computed by the same operations whichever thread computes it, so the bits never depend on
-// the thread count.
+// fn(begin, end) over [0, n) in up to `parts` runs, each a multiple of `align` long but the
+// last, the first on the calling thread. Every output is computed by the same operations
+// whichever run holds it, so the bits never depend on the number of threads.
+template <typename F>
+static void in_parts(long n, long parts, long align, F fn) {
+  if (parts <= 1 || n <= align) return fn(0L, n);
+  long step = ((n + parts - 1) / parts + align - 1) / align * align;
+  std::vector<std::thread> pool;
+  for (long b = step; b < n; b += step) pool.emplace_back(fn, b, std::min(n, b + step));
+  fn(0L, std::min(n, step));
+  for (auto& t : pool) t.join();
+}
+
+// C = bias + A B on up to `threads` threads, each taking a run of rows.
 template <typename T, typename G>
 static void gemm_on(const T* A, const T* B, const T* bias, T* C, long M, long K, long N, int threads) {
   std::vector<T> pack((size_t)(K * N));
   G::pack_b(B, K, N, pack.data());
-  long parts = M * K * N >= PARALLEL_MACS ? std::min<long>(threads, M / G::MR) : 1;
-  if (parts <= 1) return G::rows(A, B, bias, C, K, N, pack.data(), 0, M);
-  std::vector<std::thread> pool;
-  long step = (M / G::MR + parts - 1) / parts * G::MR;  // rows per thread, a multiple of MR
-  for (long m = step; m < M; m += step)
-    pool.emplace_back(G::rows, A, B, bias, C, K, N, pack.data(), m, std::min(M, m + step));
-  G::rows(A, B, bias, C, K, N, pack.data(), 0, std::min(M, step));
-  for (auto& t : pool) t.join();
+  in_parts(M, M * K * N >= PARALLEL_MACS ? threads : 1, G::MR,
+           [&](long m0, long m1) { G::rows(A, B, bias, C, K, N, pack.data(), m0, m1); });
 }
 
 template <typename T>
@@ -208,25 +213,29 @@ using Doubles = Array<double>;
 static Doubles like(const Doubles& x) { return Doubles(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim())); }
 
 template <double (*F)(double)>
-static Doubles elementwise(Doubles x) {
+static Doubles elementwise(Doubles x, int threads) {
   Doubles y = like(x);
   const double* px = x.data();
   double* py_ = y.mutable_data();
   long n = (long)x.size();
   {
     py::gil_scoped_release release;
-    for (long i = 0; i < n; ++i) py_[i] = F(px[i]);
+    in_parts(n, n >= PARALLEL_ITEMS ? threads : 1, 1, [&](long b, long e) {
+      for (long i = b; i < e; ++i) py_[i] = F(px[i]);
+    });
   }
   return y;
 }
 
-static Doubles gelu(Doubles x) {
+static Doubles gelu(Doubles x, int threads) {
   Doubles y = like(x);
   const double* px = x.data();
   double* py_ = y.mutable_data();
+  long n = (long)x.size();
   {
     py::gil_scoped_release release;
-    gelu_any(px, py_, (long)x.size());
+    // runs of whole vectors: each value takes the vector path exactly where it would unsplit
+    in_parts(n, n >= PARALLEL_ITEMS ? threads : 1, 8, [&](long b, long e) { gelu_any(px + b, py_ + b, e - b); });
   }
   return y;
 }
@@ -240,12 +249,12 @@ PYBIND11_MODULE(_kernels, m) {
         "bias[:, None] + a @ b, each output summed in the order k = 0, 1, ... (a: M x K, b: K x N), "
         "on up to `threads` threads (the same bits on any number)");
   m.def("gemm", &gemm<float>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("threads") = 1);
-  m.def("gelu", &gelu, "x/2 (1 + erf(x / sqrt 2)) elementwise (PyTorch's nn.GELU())");
-  m.def("elu", &elementwise<dm::elu>, "x if x > 0 else e^x - 1, elementwise");
-  m.def("sigmoid", &elementwise<dm::sigmoid>, "1 / (1 + e^-x) elementwise");
-  m.def("tanh", &elementwise<dm::tanh>, "tanh elementwise");
-  m.def("exp", &elementwise<dm::exp>, "e^x elementwise");
-  m.def("erf", &elementwise<dm::erf>, "erf elementwise");
+  m.def("gelu", &gelu, py::arg("x"), py::arg("threads") = 1, "x/2 (1 + erf(x / sqrt 2)) elementwise (PyTorch's nn.GELU())");
+  m.def("elu", &elementwise<dm::elu>, py::arg("x"), py::arg("threads") = 1, "x if x > 0 else e^x - 1, elementwise");
+  m.def("sigmoid", &elementwise<dm::sigmoid>, py::arg("x"), py::arg("threads") = 1, "1 / (1 + e^-x) elementwise");
+  m.def("tanh", &elementwise<dm::tanh>, py::arg("x"), py::arg("threads") = 1, "tanh elementwise");
+  m.def("exp", &elementwise<dm::exp>, py::arg("x"), py::arg("threads") = 1, "e^x elementwise");
+  m.def("erf", &elementwise<dm::erf>, py::arg("x"), py::arg("threads") = 1, "erf elementwise");
   m.def("isa", [] { return use_avx2() ? "avx2" : "baseline"; },
         "the vector width in use (NEUROCODEC_EXACT_ISA=baseline forces the narrowest): the results do not depend on it");
 }
