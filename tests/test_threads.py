@@ -22,7 +22,7 @@ from codec.zoo import load_model
 
 @pytest.fixture(scope="module")
 def image(example_image) -> np.ndarray:
-    """150 x 130 of the bundled Kodak image: 10 x 9 latent rows and columns once padded."""
+    """150 x 130 of the bundled Kodak image: 12 x 12 latent rows and columns once padded."""
     return np.asarray(Image.open(example_image).convert("RGB"))[100:230, 200:350].copy()
 
 
