@@ -77,6 +77,7 @@ def _input_rows(layer: nn.Module, lo: int, hi: int, rows_in: int) -> tuple[int, 
 
 
 def _rows_out(layer: nn.Module, rows_in: int) -> int:
+    """Rows of `layer`'s output for an input of `rows_in` rows."""
     if isinstance(layer, nn.ConvTranspose2d):
         (k, _), (s, _), (p, _), (op, _) = layer.kernel_size, layer.stride, layer.padding, layer.output_padding
         return (rows_in - 1) * s - 2 * p + k + op
