@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -40,10 +41,12 @@ def default_threads() -> int:
 
 
 class Pool:
-    """`threads` worker threads (None: every core) for independent units of work (bands of an
-    image, batches of video frames), each unit on one thread: `map(fn, items)` is [fn(i) for i in items], in order, whatever the thread count.
-    Torch releases the GIL in its operations, so the units run concurrently; the caller holds
-    torch at one thread (`torch_threads(1)`) so that each unit computes on its own thread."""
+    """`threads` threads (None: every core) for independent units of work (bands of an image,
+    batches of video frames), each unit on one thread: `map(fn, items)` is [fn(i) for i in
+    items], in order, whatever the thread count. The calling thread takes units too, beside
+    threads - 1 workers (fewer threads, fewer malloc arenas: a lower peak memory). Torch
+    releases the GIL in its operations, so the units run concurrently; the caller holds torch
+    at one thread (`torch_threads(1)`) so that each unit computes on its own thread."""
 
     def __init__(self, threads: int | None = 1):
         threads = default_threads() if threads is None else threads
@@ -52,14 +55,30 @@ class Pool:
         self.threads = int(threads)
         # torch.set_num_threads in each worker too: it also sets the OpenMP thread count that
         # oneDNN reads, which is per thread and otherwise every core in a new thread
-        self._executor = ThreadPoolExecutor(self.threads, initializer=torch.set_num_threads, initargs=(1,)) \
+        self._executor = ThreadPoolExecutor(self.threads - 1, initializer=torch.set_num_threads, initargs=(1,)) \
             if self.threads > 1 else None
 
     def map(self, fn, items) -> list:
         items = list(items)
         if self._executor is None or len(items) < 2:
             return [fn(i) for i in items]
-        return list(self._executor.map(fn, items))
+        results, todo, lock = [None] * len(items), iter(range(len(items))), threading.Lock()
+
+        def take_units():
+            while True:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                results[i] = fn(items[i])
+
+        workers = [self._executor.submit(take_units) for _ in range(min(self.threads, len(items)) - 1)]
+        try:
+            take_units()
+        finally:
+            for w in workers:
+                w.result()
+        return results
 
     def close(self) -> None:
         if self._executor is not None:
