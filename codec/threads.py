@@ -10,6 +10,7 @@ therefore compute on one thread; the video fit takes the caller's count.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,20 @@ def torch_threads(threads: int | None = 1, onednn: bool | None = None):
     finally:
         torch.backends.mkldnn.enabled = before_onednn
         torch.set_num_threads(before_threads)
+
+
+try:  # glibc: free memory of every malloc arena back to the system
+    _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+except (OSError, AttributeError):  # another C library: nothing to do
+    _malloc_trim = None
+
+
+def give_back_free_memory() -> None:
+    """Return the malloc arenas' free pages to the system. Why: each thread of a Pool frees its
+    units' temporaries into its own glibc arena, which other threads do not reuse, so without
+    this the 8K photo's peak RSS on 2 threads grew to 1.66 GB over its 40 tiles (1.53 GB with)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def default_threads() -> int:

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from compressai.layers import GDN
 
+from codec.threads import give_back_free_memory
 from models.layers import LayerNorm2d
 
 BAND_ROWS = 8  # latent rows per band (128 pixel rows at stride 16)
@@ -101,6 +102,8 @@ def run(layers: nn.Sequential, x: torch.Tensor, pool) -> torch.Tensor:
         rows.append(_rows_out(layer, rows[-1]))
     for layer, rows_out in zip(layers, rows[1:]):
         x = _banded(layer, x, bounds(rows_out, min(rows)), pool)
+    if pool.threads > 1:
+        give_back_free_memory()
     return x
 
 
