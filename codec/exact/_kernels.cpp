@@ -11,6 +11,7 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -151,16 +152,21 @@ static void gelu_any(const double* x, double* y, long n) {
 // start; 2^20 multiply-adds take about 150, 2^16 GELUs about 1000).
 static constexpr long PARALLEL_MACS = 1L << 20, PARALLEL_ITEMS = 1L << 16;
 
-// fn(begin, end) over [0, n) in up to `parts` runs, each a multiple of `align` long but the
-// last, the first on the calling thread. Every output is computed by the same operations
-// whichever run holds it, so the bits never depend on the number of threads.
+// fn(begin, end) over [0, n) on up to `threads` threads (the calling one among them): runs of
+// `align` x k items, about 4 per thread, taken in turn by whichever thread is free, so that a
+// thread slowed by another process takes fewer. Every output is computed by the same
+// operations whichever run holds it, so the bits never depend on the threads.
 template <typename F>
-static void in_parts(long n, long parts, long align, F fn) {
-  if (parts <= 1 || n <= align) return fn(0L, n);
-  long step = ((n + parts - 1) / parts + align - 1) / align * align;
+static void in_parts(long n, long threads, long align, F fn) {
+  if (threads <= 1 || n <= align) return fn(0L, n);
+  long step = std::max(1L, n / align / (4 * threads)) * align;
+  std::atomic<long> next{0};
+  auto take = [&] {
+    for (long b; (b = next.fetch_add(step)) < n;) fn(b, std::min(n, b + step));
+  };
   std::vector<std::thread> pool;
-  for (long b = step; b < n; b += step) pool.emplace_back(fn, b, std::min(n, b + step));
-  fn(0L, std::min(n, step));
+  for (long t = 1; t < std::min(threads, (n + step - 1) / step); ++t) pool.emplace_back(take);
+  take();
   for (auto& t : pool) t.join();
 }
 
