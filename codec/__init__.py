@@ -2,14 +2,15 @@
 
 Public API (what the CLI, the GUI and users import):
 
-- ``encode_image(image, model=None, quality=4.0) -> bytes``: compress a path, file object,
-  PIL image or HxWx3 uint8 array; quality is continuous in [1, 8] (1 = smallest file).
-- ``decode_image(data) -> np.ndarray``: .ncf bytes back to an HxWx3 uint8 RGB array,
-  bit-exactly the encoder's reconstruction.
+- ``encode_image(image, model=None, quality=4.0, threads=None) -> bytes``: compress a path,
+  file object, PIL image or HxWx3 uint8 array; quality is continuous in [1, 8] (1 = smallest
+  file); ``threads``: how many to compute on (None: every core; the file is the same for any).
+- ``decode_image(data, threads=None) -> np.ndarray``: .ncf bytes back to an HxWx3 uint8 RGB
+  array, bit-exactly the encoder's reconstruction, the same pixels on any thread count.
 - ``encode_video(source, bpp=None, quality=None, frames=None, size=None, epochs=None) -> bytes``:
   fit the INR video codec (HNeRV-style, groups of frames) to a clip PyAV can read, a folder
   of PNGs or (T, H, W, 3) uint8 frames.
-- ``decode_video(data) -> np.ndarray``: (T, H, W, 3) uint8 frames, bit-exact.
+- ``decode_video(data, threads=None) -> np.ndarray``: (T, H, W, 3) uint8 frames, bit-exact.
 - ``read_info(data_or_path) -> dict``: the header of an .ncf file, its sections and bpp.
 - ``list_models() -> list[dict]``: every registered preset, whether its weights are shipped.
 - ``read_frames(path, frames=None, size=None)``, ``write_frames(frames, path, fps)``: video

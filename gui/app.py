@@ -120,8 +120,9 @@ def _round_psnr(value: float) -> float | None:
     return None if np.isinf(value) else round(value, 2)  # JSON has no infinity (lossless)
 
 
-def build_app(root: Path):
-    """The gr.Blocks of the demo; ``root`` is its private temporary folder."""
+def build_app(root: Path, threads: int | None = None):
+    """The gr.Blocks of the demo; ``root`` is its private temporary folder; every image and
+    video decode, and every image encode, computes on ``threads`` threads (None: every core)."""
     ws = _Workspace(root)
     models = _image_models()
 
@@ -133,9 +134,9 @@ def build_app(root: Path):
             raise _user_error(f"image is {image.shape[1]}x{image.shape[0]}; the demo accepts up to "
                               f"{MAX_IMAGE_PIXELS // 2**20} megapixels")
         t0 = time.perf_counter()
-        data = codec.encode_image(image, model=model, quality=float(quality))
+        data = codec.encode_image(image, model=model, quality=float(quality), threads=threads)
         t1 = time.perf_counter()
-        recon = codec.decode_image(data)
+        recon = codec.decode_image(data, threads=threads)
         t2 = time.perf_counter()
         h, w = image.shape[:2]
         path = ws.new_dir() / "compressed.ncf"
@@ -151,7 +152,7 @@ def build_app(root: Path):
         if image is None or not ncf_file:
             raise _user_error("compress an image first; the comparison uses the size of its file")
         data = ws.check(ncf_file, "compressed file").read_bytes()
-        ours = codec.decode_image(data)
+        ours = codec.decode_image(data, threads=threads)
         if ours.shape != image.shape:
             raise _user_error("the compressed file is not of this image; compress it again")
         pixels = image.shape[0] * image.shape[1]
@@ -190,7 +191,7 @@ def build_app(root: Path):
                                   progress=lambda done, total: progress((done, total), desc="training", unit="epochs"))
         seconds = time.perf_counter() - t0
         progress(1, desc="decoding and comparing with x264")
-        decoded = codec.decode_video(data)
+        decoded = codec.decode_video(data, threads=threads)
         x264 = codec.encode_classical(original, "x264", len(data), fps=float(fps))
         out = ws.new_dir()
         (out / "compressed.ncf").write_bytes(data)
@@ -212,9 +213,10 @@ def build_app(root: Path):
         info = codec.read_info(data)
         if info["media"] == "video":
             path = ws.new_dir() / "decoded.mp4"
-            codec.write_frames(codec.decode_video(data), path, info["fps"] or 30)
+            codec.write_frames(codec.decode_video(data, threads=threads), path, info["fps"] or 30)
             return gr.update(value=None, visible=False), gr.update(value=str(path), visible=True), info
-        return gr.update(value=codec.decode_image(data), visible=True), gr.update(value=None, visible=False), info
+        image = codec.decode_image(data, threads=threads)
+        return gr.update(value=image, visible=True), gr.update(value=None, visible=False), info
 
     with gr.Blocks(title="neurocodec demo", analytics_enabled=False,
                    delete_cache=(OUTPUT_MAX_AGE_S, OUTPUT_MAX_AGE_S)) as demo:
@@ -293,13 +295,14 @@ def _rd_tab() -> None:
                  max_height=400)
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
-    """Serve the demo until interrupted (Ctrl+C or SIGTERM), then delete every file it made."""
+def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, threads: int | None = None) -> None:
+    """Serve the demo until interrupted (Ctrl+C or SIGTERM), then delete every file it made;
+    ``threads``: what each encode and decode computes on (None: every core)."""
     logging.basicConfig()  # tracebacks of failed requests go to stderr
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind, so the temp folder goes too
     with tempfile.TemporaryDirectory(prefix="neurocodec-demo-") as root:
         os.environ["GRADIO_TEMP_DIR"] = root  # Gradio's uploads and cache live in our folder
-        demo = build_app(Path(root))
+        demo = build_app(Path(root), threads)
         demo.queue(default_concurrency_limit=2, max_size=32)
         demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD,
                     ssr_mode=False, show_error=False)

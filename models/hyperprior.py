@@ -16,6 +16,7 @@ from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 
 from models.coding import CodingStep
+from models.layers import apply
 
 # Rate-distortion trade-offs of the quality levels (MSE on 0..1 pixels, x 255^2 in the loss),
 # the values CompressAI's pretrained models use for qualities 1..8.
@@ -146,8 +147,8 @@ class MeanScaleHyperprior(VariableRate, nn.Module):
         self.gaussian_conditional = GaussianConditional(None, scale_bound=SCALE_BOUND)
 
     # --- the pieces the codec pipeline calls, in order -------------------------------
-    def analysis(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        return self.g_a(x) * self.gain(quality)
+    def analysis(self, x: torch.Tensor, quality: torch.Tensor, run=apply) -> torch.Tensor:
+        return run(self.g_a, x) * self.gain(quality)
 
     def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
         return self.h_a(y)
@@ -157,8 +158,8 @@ class MeanScaleHyperprior(VariableRate, nn.Module):
         scales, means = self.h_s(z_hat).chunk(2, 1)
         return means, scales.clamp_min(SCALE_BOUND)
 
-    def synthesis(self, y_hat: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        return self.g_s(y_hat * self.inverse_gain(quality))
+    def synthesis(self, y_hat: torch.Tensor, quality: torch.Tensor, run=apply) -> torch.Tensor:
+        return run(self.g_s, y_hat * self.inverse_gain(quality))
 
     # --- training --------------------------------------------------------------------
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:

@@ -15,3 +15,9 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x):
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def apply(layers: nn.Module, x):
+    """A transform's layers on x, at once: the models' default `run` (the codec passes one that
+    runs them in bands on several threads, codec.image.bands)."""
+    return layers(x)

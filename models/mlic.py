@@ -48,7 +48,7 @@ from compressai.models.utils import conv, deconv
 
 from models.coding import CodingStep
 from models.hyperprior import DEFAULT_LAMBDAS, GainUnit, VariableRate, gain_init
-from models.layers import LayerNorm2d
+from models.layers import LayerNorm2d, apply
 from models.likelihoods import MultivariateGaussianMixture, make_family, univariate_of
 
 MLIC_PRESETS: dict[str, dict] = {
@@ -237,8 +237,8 @@ class MLIC(VariableRate, nn.Module):
         return self.likelihood_family.head_rows_from_gaussian(tensor)
 
     # --- the pieces the codec calls -------------------------------------------------
-    def analysis(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        return self.g_a(x) * self.gain(quality)
+    def analysis(self, x: torch.Tensor, quality: torch.Tensor, run=apply) -> torch.Tensor:
+        return run(self.g_a, x) * self.gain(quality)
 
     def hyper_analysis(self, y: torch.Tensor) -> torch.Tensor:
         return self.h_a(y)
@@ -247,8 +247,8 @@ class MLIC(VariableRate, nn.Module):
         """The 2M hyper feature channels (slice s uses channels 2*C_s*s .. 2*C_s*(s+1))."""
         return self.h_s(z_hat)
 
-    def synthesis(self, y_hat: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        return self.g_s(y_hat * self.inverse_gain(quality))
+    def synthesis(self, y_hat: torch.Tensor, quality: torch.Tensor, run=apply) -> torch.Tensor:
+        return run(self.g_s, y_hat * self.inverse_gain(quality))
 
     # --- the context model, one sequential procedure for training and coding ----------
     def _support(self, s: int, hyper: torch.Tensor, done: list) -> torch.Tensor:

@@ -105,9 +105,23 @@ def test_video_encode_decode_through_the_cli(tmp_path, capsys, carphone):
 
 def test_video_only_flags_are_refused_for_images(tmp_path, small_png, capsys):
     ncf = tmp_path / "a.ncf"
-    for flag in (["--bpp", "0.1"], ["--threads", "1"]):
-        assert main(["encode", str(small_png), "-o", str(ncf)] + flag) == 1
-        assert f"{flag[0]} applies to videos" in capsys.readouterr().err and not ncf.exists()
+    assert main(["encode", str(small_png), "-o", str(ncf), "--bpp", "0.1"]) == 1
+    assert "--bpp applies to videos" in capsys.readouterr().err and not ncf.exists()
+
+
+def test_threads_give_the_same_image_file_and_pixels(tmp_path, small_png, capsys):
+    files = {n: tmp_path / f"{n}.ncf" for n in (1, 3)}
+    for n, ncf in files.items():
+        assert main(["encode", str(small_png), "-o", str(ncf), "--threads", str(n), "--verify"]) == 0
+    assert files[1].read_bytes() == files[3].read_bytes()
+    pngs = [tmp_path / f"{n}.png" for n in (1, 2)]
+    for n, png in zip((1, 2), pngs):
+        assert main(["decode", str(files[1]), "-o", str(png), "--threads", str(n)]) == 0
+    assert np.array_equal(np.asarray(Image.open(pngs[0])), np.asarray(Image.open(pngs[1])))
+    for command in (["encode", str(small_png), "-o", str(tmp_path / "x.ncf")], ["decode", str(files[1]), "-o",
+                                                                               str(tmp_path / "x.png")], ["demo"]):
+        assert main(command + ["--threads", "0"]) == 1
+        assert "threads must be >= 1" in capsys.readouterr().err
 
 
 def test_limit_flags(tmp_path, small_png, capsys):

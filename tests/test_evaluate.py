@@ -258,11 +258,12 @@ def fake_neurocodec(monkeypatch):
              "qualities": [1.0, 8.0], "default": False},
         ]
 
-    def encode_image(image, model=None, quality=4.0):
-        assert model == "tiny"
+    def encode_image(image, model=None, quality=4.0, threads=None):
+        assert model == "tiny" and threads == 1
         return b"NCF" + imagecodecs.jpeg8_encode(np.asarray(image), level=int(quality * 11))
 
-    def decode_image(data):
+    def decode_image(data, threads=None):
+        assert threads == 1
         return imagecodecs.jpeg8_decode(data[3:])
 
     monkeypatch.setattr(codec, "list_models", list_models, raising=False)

@@ -97,6 +97,12 @@ def test_decode_thread_invariant(encoded):
     assert np.array_equal(a, b) and np.array_equal(a, recon)
 
 
+def test_decode_is_the_same_on_1_2_and_3_threads(encoded):
+    """8 frames: two batches of DECODE_BATCH, each on one thread of the pool."""
+    data, recon = encoded
+    assert all(np.array_equal(video.decode_video(data, threads=n), recon) for n in (1, 2, 3))
+
+
 def test_header_and_quality(encoded, clip):
     data, _ = encoded
     header, sections = read_container(data)

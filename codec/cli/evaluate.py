@@ -77,12 +77,16 @@ def _command_line() -> str:
 
 def _cmd_images(args: argparse.Namespace) -> int:
     from codec.eval.sweep import evaluate_images, parse_qualities
+    from codec.threads import default_threads
 
+    if args.threads is not None and args.threads < 1:
+        raise NeurocodecError(f"threads must be >= 1, got {args.threads}")
     evaluate_images(
         args.dir, args.codecs, qualities=parse_qualities(args.qualities), out=args.out,
         csv_path=args.csv, plot=args.plot, anchor=args.anchor, workers=args.workers,
         reference=args.reference, cache=_cache_arg(args.cache), dataset=args.dataset,
         limit=args.limit, command=_command_line(), compressai_dir=args.compressai_dir,
+        threads=args.threads or max(1, default_threads() // max(1, args.workers)),
     )
     return 0
 
@@ -115,6 +119,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     _add_common(pi, DEFAULT_IMAGE_CODECS, "kodak")
     pi.add_argument("--dataset", help="dataset name in the JSON (default: the folder name)")
     pi.add_argument("--limit", type=int, help="only the first N images (sorted by name)")
+    pi.add_argument("--threads", type=int, default=None,
+                    help="neurocodec's threads per worker (default: the cores divided among the workers; "
+                         "the files do not depend on it; recorded in the results)")
     pi.set_defaults(func=_cmd_images)
 
     pv = sub.add_parser("video", help="RD sweep of one video (x264, x265, SVT-AV1, neurocodec)")

@@ -34,8 +34,6 @@ def _cmd_encode(args) -> int:
 
     if args.bpp is not None:
         raise NeurocodecError("--bpp applies to videos; images take --quality")
-    if args.threads is not None:
-        raise NeurocodecError("--threads applies to videos; images use torch's threads (OMP_NUM_THREADS)")
     quality = 4.0 if args.quality is None else args.quality
     if args.effort is not None and args.refine:
         raise NeurocodecError("give --effort or --refine, not both")
@@ -52,10 +50,10 @@ def _cmd_encode(args) -> int:
             bar.update(done - bar.n)
 
         data = encode_image(BytesIO(source), model=args.model, quality=quality, limits=limits,
-                            refine=refine, progress=progress)
+                            refine=refine, progress=progress, threads=args.threads)
     seconds = time.perf_counter() - t0
     if args.verify:
-        _verify(data, BytesIO(source), args.model, quality, limits, refine)
+        _verify(data, BytesIO(source), args.model, quality, limits, refine, args.threads)
     files.write_atomic(args.output, data)
     _report(args.output, data, seconds)
     return 0
@@ -100,7 +98,7 @@ def _encode_video(args) -> int:
         return EXIT_INTERRUPTED
     seconds = time.perf_counter() - t0
     if args.verify:
-        decoded = decode_video(data, _limits(args))
+        decoded = decode_video(data, _limits(args), threads=args.threads)
         fitted = np.concatenate(recon) if recon else decoded[:0]
         if not np.array_equal(decoded[len(decoded) - len(fitted):], fitted):
             raise NeurocodecError("verification failed: the decoded video differs from the encoder's "
@@ -122,14 +120,15 @@ def _report(output: str, data: bytes, seconds: float) -> None:
           f"{len(data)} bytes, {info['bpp']:.4f} bpp, {seconds:.2f} s", file=sys.stderr)
 
 
-def _verify(data: bytes, source, model: str | None, quality: float, limits, refine: int = 0) -> None:
+def _verify(data: bytes, source, model: str | None, quality: float, limits, refine: int = 0,
+            threads: int | None = None) -> None:
     """Decode what was just written and compare with the encoder's own reconstruction."""
     import numpy as np
 
     from codec.image import decode_image, reconstruct
 
-    expected = reconstruct(source, model, quality, limits=limits, refine=refine)
-    if not np.array_equal(decode_image(data, limits), expected):
+    expected = reconstruct(source, model, quality, limits=limits, refine=refine, threads=threads)
+    if not np.array_equal(decode_image(data, limits, threads=threads), expected):
         raise NeurocodecError("verification failed: the decoded image differs from the encoder's "
                               "reconstruction (non-deterministic model arithmetic?); nothing written")
 
@@ -143,22 +142,22 @@ def _cmd_decode(args) -> int:
     limits = _limits(args)
     data = files.read_bytes(args.input, limits.max_file_bytes)
     if read_header(data, limits).media == MediaKind.VIDEO:
-        return _decode_video(data, args.output, limits)
+        return _decode_video(data, args.output, limits, args.threads)
     from codec.image import decode_image, save_image
 
-    rgb = decode_image(data, limits)
+    rgb = decode_image(data, limits, threads=args.threads)
     fmt = "PNG" if args.output == files.STDIO else _image_format(Path(args.output).suffix)
     files.write_atomic(args.output, save_image(rgb, fmt))
     return 0
 
 
-def _decode_video(data: bytes, output: str, limits) -> int:
+def _decode_video(data: bytes, output: str, limits, threads: int | None) -> int:
     """Frames to .y4m/.mkv (lossless), .mp4 (x264, for viewing) or a folder of PNGs, atomically."""
     from codec.video import decode_video, video_fps_of, write_frames
 
     if output == files.STDIO:
         raise NeurocodecError("decoding a video needs an output file or folder (.y4m, .mkv, .mp4, dir/)")
-    frames = decode_video(data, limits)
+    frames = decode_video(data, limits, threads=threads)
     files.write_atomic_with(output, lambda tmp: write_frames(frames, tmp, video_fps_of(data, limits)))
     return 0
 
@@ -213,7 +212,9 @@ def _cmd_models(args) -> int:
 def _cmd_demo(args) -> int:
     from gui import launch
 
-    launch(args.host, args.port, args.share)
+    if args.threads is not None and args.threads < 1:
+        raise NeurocodecError(f"threads must be >= 1, got {args.threads}")
+    launch(args.host, args.port, args.share, args.threads)
     return 0
 
 
@@ -281,9 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--epochs", type=int, default=None, help="training epochs of the first group of frames "
                    "(overrides --effort)")
     v.add_argument("--resume", action="store_true", help="continue an interrupted video encode from OUT.resume/")
-    v.add_argument("--threads", type=int, default=None,
-                   help="torch threads for the fit (default: torch's, one per core); 1 is much "
-                        "faster when other jobs share the cores")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads to compute on (default: every core); an image's file is the same for "
+                        "every count; a video's fit runs on that many torch threads (1 is much faster "
+                        "when other jobs share the cores)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
     _add_limit_flags(p)
     p.set_defaults(func=_cmd_encode)
@@ -292,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True,
                    help="image: type from the extension (.png recommended; - writes PNG to stdout); "
                         "video: .y4m or .mkv (lossless), .mp4 (x264, for viewing) or a folder for PNG frames")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads to compute on (default: every core; the pixels are the same for every count)")
     p.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
 
     p = _ncf_reading_command(sub, "info", "show the header of an .ncf file", _cmd_info)
@@ -312,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also publish a temporary public gradio.live link")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads each encode and decode computes on (default: every core)")
     p.set_defaults(func=_cmd_demo)
 
     from codec.cli import evaluate, train

@@ -59,9 +59,6 @@ _KEYS = {
 PRECISION: int = int(_rans.PRECISION)
 #: precision of CompressAI-style tables accepted by the table mode by default
 TABLE_PRECISION = 16
-# The C++ coder can code a list of independent streams on a thread pool; the codec codes one
-# stream at a time (a tile's streams form one chain), so on the calling thread.
-ONE_THREAD = 1
 MAX_K = int(_rans.MAX_K)
 
 _SCALES = _rans.scale_table()
@@ -283,7 +280,7 @@ def _encode_streams(family, symbols_list, codes_list, precision, states=None, ed
         syms.append(_prep_symbols(s, shape).reshape(-1))
         params.append(p)
         Ks.append(K)
-    return _call(_rans.encode_param, _FAMILY_ID[family], syms, params, Ks, ONE_THREAD, int(precision),
+    return _call(_rans.encode_param, _FAMILY_ID[family], syms, params, Ks, int(precision),
                  states or [0] * len(syms), bool(edge))
 
 
@@ -308,7 +305,7 @@ def _decode_streams(family, data_list, codes_list, precision, states=None, edge=
         sizes.append(int(np.prod(shape, dtype=np.int64)))
         Ks.append(K)
         shapes.append(shape)
-    outs = _call(_rans.decode_param, _FAMILY_ID[family], datas, params, sizes, Ks, ONE_THREAD, int(precision),
+    outs = _call(_rans.decode_param, _FAMILY_ID[family], datas, params, sizes, Ks, int(precision),
                  states or [0] * len(datas), bool(edge))
     return [(o.reshape(shape), state) for (o, state), shape in zip(outs, shapes)]
 

@@ -11,14 +11,11 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <vector>
 #ifdef __SSE2__
@@ -900,7 +897,6 @@ struct StreamIn {
   std::vector<uint32_t> words;  // encode output / decode input
   uint64_t state = 0;           // in: carried state (0: none); out: the state after coding
   bool edge = true;             // encode: flush the state; decode: must end at RANS_L
-  std::string err;
 };
 
 static void validate_stream(int fam, const StreamIn& st) {
@@ -983,35 +979,16 @@ static void run_stream(int fam, StreamIn& st, bool encode, const Ctx& c) {
   with_model(fam, st, go);
 }
 
-static void run_all(std::vector<StreamIn>& streams, int threads, const std::function<void(StreamIn&)>& fn) {
-  size_t ns = streams.size();
-  if (ns == 0) return;
-  unsigned hw = std::thread::hardware_concurrency();
-  if (hw == 0) hw = 1;
-  size_t nt = threads > 0 ? (size_t)threads : std::min<size_t>(ns, hw);
-  nt = std::max<size_t>(1, std::min(nt, ns));
-  auto work = [&](std::atomic<size_t>* next) {
-    for (;;) {
-      size_t i = next->fetch_add(1);
-      if (i >= ns) break;
-      try {
-        fn(streams[i]);
-      } catch (const std::exception& e) {
-        streams[i].err = e.what();
-        if (streams[i].err.empty()) streams[i].err = "coding error";
-      }
+// Codes the streams one after another: a tile's streams form one chain (each starts from the
+// state the previous one left), and the image pipeline's threads work elsewhere (bands).
+static void run_all(std::vector<StreamIn>& streams, bool encode, int fam, const Ctx& c) {
+  for (size_t i = 0; i < streams.size(); ++i) {
+    try {
+      run_stream(fam, streams[i], encode, c);
+    } catch (const std::exception& e) {
+      throw CodingError("stream " + std::to_string(i) + ": " + (*e.what() ? e.what() : "coding error"));
     }
-  };
-  std::atomic<size_t> next{0};
-  if (nt == 1) {
-    work(&next);
-  } else {
-    std::vector<std::thread> pool;
-    for (size_t t = 0; t < nt; ++t) pool.emplace_back(work, &next);
-    for (auto& th : pool) th.join();
   }
-  for (size_t i = 0; i < ns; ++i)
-    if (!streams[i].err.empty()) throw CodingError("stream " + std::to_string(i) + ": " + streams[i].err);
 }
 
 using IArr = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
@@ -1067,7 +1044,7 @@ static py::bytes words_to_bytes(const std::vector<uint32_t>& w) {
 // states: the carried state of each stream (0: none); edge: flush the states. Returns
 // (bytes, state after coding) per stream.
 py::list py_encode_param_le(int fam, std::vector<IArr> syms, std::vector<std::vector<IArr>> params, std::vector<int> Ks,
-                            int threads, int prec, std::vector<uint64_t> states, bool edge) {
+                            int prec, std::vector<uint64_t> states, bool edge) {
   Ctx c = checked_ctx(prec);
   if (syms.size() != params.size() || Ks.size() != params.size() || states.size() != params.size())
     throw CodingError("list lengths differ");
@@ -1082,7 +1059,7 @@ py::list py_encode_param_le(int fam, std::vector<IArr> syms, std::vector<std::ve
   {
     py::gil_scoped_release rel;
     for (auto& st : streams) validate_stream(fam, st);
-    run_all(streams, threads, [&](StreamIn& st) { run_stream(fam, st, true, c); });
+    run_all(streams, true, fam, c);
   }
   py::list out;
   for (auto& st : streams) out.append(py::make_tuple(words_to_bytes(st.words), st.state));
@@ -1092,7 +1069,7 @@ py::list py_encode_param_le(int fam, std::vector<IArr> syms, std::vector<std::ve
 // states: the carried state of each stream (0: none, the stream starts with its own);
 // edge: each stream must end at the encoder's initial state. Returns (symbols, state) per stream.
 py::list py_decode_param(int fam, std::vector<py::bytes> datas, std::vector<std::vector<IArr>> params,
-                         std::vector<size_t> ns, std::vector<int> Ks, int threads, int prec, std::vector<uint64_t> states,
+                         std::vector<size_t> ns, std::vector<int> Ks, int prec, std::vector<uint64_t> states,
                          bool edge) {
   Ctx c = checked_ctx(prec);
   if (datas.size() != params.size() || Ks.size() != params.size() || ns.size() != params.size() ||
@@ -1110,7 +1087,7 @@ py::list py_decode_param(int fam, std::vector<py::bytes> datas, std::vector<std:
   {
     py::gil_scoped_release rel;
     for (auto& st : streams) validate_stream(fam, st);
-    run_all(streams, threads, [&](StreamIn& st) { run_stream(fam, st, false, c); });
+    run_all(streams, false, fam, c);
   }
   py::list out;
   for (size_t i = 0; i < outs.size(); ++i) out.append(py::make_tuple(outs[i], streams[i].state));
@@ -1326,9 +1303,9 @@ PYBIND11_MODULE(_rans, m) {
   });
   m.attr("RANS_L") = RANS_L;
   m.def("encode_param", &py_encode_param_le, py::arg("family"), py::arg("symbols"), py::arg("params"), py::arg("K"),
-        py::arg("threads"), py::arg("precision"), py::arg("states"), py::arg("edge"));
+        py::arg("precision"), py::arg("states"), py::arg("edge"));
   m.def("decode_param", &py_decode_param, py::arg("family"), py::arg("datas"), py::arg("params"), py::arg("sizes"),
-        py::arg("K"), py::arg("threads"), py::arg("precision"), py::arg("states"), py::arg("edge"));
+        py::arg("K"), py::arg("precision"), py::arg("states"), py::arg("edge"));
   m.def("encode_table", &py_encode_table, py::arg("symbols"), py::arg("indexes"), py::arg("cdfs"),
         py::arg("cdf_lengths"), py::arg("offsets"), py::arg("precision"), py::arg("state"), py::arg("edge"));
   m.def("decode_table", &py_decode_table, py::arg("data"), py::arg("indexes"), py::arg("cdfs"),

@@ -184,7 +184,7 @@ def _neurocodec_models() -> list[dict]:
     return list(codec.list_models())
 
 
-def _neurocodec(model: str) -> ImageCodec:
+def _neurocodec(model: str, threads: int | None = None) -> ImageCodec:
     import codec
     from codec.image import CODER_VERSION
 
@@ -229,8 +229,8 @@ def _neurocodec(model: str) -> ImageCodec:
         f"{qmin:g}..{qmax:g}, real .ncf files",
         default_settings=defaults,
         setting_name="quality",
-        encoder=lambda img, q: codec.encode_image(img, model=model, quality=float(q)),
-        decoder=codec.decode_image,
+        encoder=lambda img, q: codec.encode_image(img, model=model, quality=float(q), threads=threads),
+        decoder=lambda data: codec.decode_image(data, threads=threads),
         fixed=fixed,
         library={"neurocodec": str(version), "coder": str(CODER_VERSION), "torch": torch_v},
         integer=False,
@@ -240,12 +240,13 @@ def _neurocodec(model: str) -> ImageCodec:
 _ALIASES = {"jxl": "jpegxl", "j2k": "jpeg2000", "jp2": "jpeg2000", "jpeg2k": "jpeg2000"}
 
 
-def image_codec(name: str) -> ImageCodec:
+def image_codec(name: str, threads: int | None = None) -> ImageCodec:
     """The adapter for one codec name. neurocodec adapters are built anew every time (cheap):
-    they record the sha256 of the weights installed now (`codec.zoo.weights_from` may switch)."""
+    they record the sha256 of the weights installed now (`codec.zoo.weights_from` may switch);
+    they code on `threads` threads (None: every core; the files do not depend on it)."""
     key = _ALIASES.get(name.lower(), name.lower())
     if key.startswith("neurocodec:"):
-        return _neurocodec(name.split(":", 1)[1])
+        return _neurocodec(name.split(":", 1)[1], threads)
     return _classical_image_codec(key)
 
 

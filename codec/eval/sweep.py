@@ -106,7 +106,7 @@ def _image_task(task: dict) -> dict:
     from codec.eval.codecs import image_codec
     from codec.image.pixels import load_rgb
 
-    c = image_codec(task["codec"])
+    c = image_codec(task["codec"], task["threads"])
     img = load_rgb(task["path"])
     h, w = img.shape[:2]
     t0 = time.perf_counter()
@@ -333,9 +333,10 @@ def list_images(path: str | os.PathLike) -> list[Path]:
 
 
 def evaluate_images(path: str | os.PathLike, codecs: Sequence[str], *, reference: str | os.PathLike | None = "kodak",
-                    dataset: str | None = None, limit: int | None = None, **options) -> dict:
+                    dataset: str | None = None, limit: int | None = None, threads: int = 1, **options) -> dict:
     """Run the image RD sweep over a folder (or one image) and return the results dict (also
-    written to ``out``); ``options`` are `SweepOptions`' fields; ``limit``: the first N images."""
+    written to ``out``); ``options`` are `SweepOptions`' fields; ``limit``: the first N images;
+    ``threads``: neurocodec's threads per worker (its files do not depend on them, its times do)."""
     from codec.eval.codecs import environment, expand_image_codecs, image_codec
 
     opts = SweepOptions(**options)
@@ -347,7 +348,7 @@ def evaluate_images(path: str | os.PathLike, codecs: Sequence[str], *, reference
     if not names:
         raise ValueError("no usable codec among: " + ", ".join(codecs))
     hashes = {str(f): sha256_file(f) for f in files}
-    inputs = [({"kind": "image", "input": hashes[str(f)]}, {"path": str(f)},
+    inputs = [({"kind": "image", "input": hashes[str(f)]}, {"path": str(f), "threads": threads},
                {"image": f.name, "image_sha256": hashes[str(f)]}) for f in files]
     rows, entries = _sweep(names, image_codec, inputs, _image_task, opts, what=f"{len(files)} images x",
                            desc="eval images")
@@ -363,6 +364,7 @@ def evaluate_images(path: str | os.PathLike, codecs: Sequence[str], *, reference
         "command": opts.command,
         "environment": environment(),
         "workers": opts.workers,
+        "threads": threads,
         "reference": references.get("path"),
         "codecs": entries,
     }

@@ -19,6 +19,7 @@ on kodim01 at quality 4: all 589,824 mean and scale codes equal version 3's).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -42,6 +43,31 @@ PARAMETER_PATH = {
 FAMILIES = ("gaussian", "laplace")
 
 
+# threads each product may use (`threads`): its outputs are the same bits on any number
+_threads = 1
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Run the block's products on up to n threads (each output on one: the same bits)."""
+    global _threads
+    before, _threads = _threads, int(n)
+    try:
+        yield
+    finally:
+        _threads = before
+
+
+def gemm(a: np.ndarray, b: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """bias[:, None] + a @ b on the exact kernels, on the threads `threads` allows."""
+    return _kernels.gemm(a, b, bias, _threads)
+
+
+def elementwise(name: str, x: np.ndarray) -> np.ndarray:
+    """The exact kernel `name` (gelu, elu, sigmoid, tanh, ...) of x, on the threads `threads` allows."""
+    return getattr(_kernels, name)(x, _threads)
+
+
 # ----------------------------------------------------------------------------- operations
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: tuple[int, int],
            at: np.ndarray | None = None) -> np.ndarray:
@@ -62,7 +88,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: 
         cols = windows.transpose(0, 3, 4, 1, 2).reshape(in_ch * kh * kw, -1)
     if at is not None and (kh, kw) == (1, 1):
         cols = np.ascontiguousarray(cols[:, at.ravel()])
-    out = _kernels.gemm(weight.reshape(out_ch, -1), cols, bias)
+    out = gemm(weight.reshape(out_ch, -1), cols, bias)
     return out if at is not None else out.reshape(out_ch, h, w)
 
 
@@ -94,14 +120,14 @@ def conv_transpose2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
             kxs, cols = taps(rx, out_w)
             patches = padded[:, rows[:, None, :, None], cols[None, :, None, :]]  # (C, ky, kx, j, i)
             sub = np.ascontiguousarray(flipped[:, :, kys][:, :, :, kxs]).reshape(out_ch, -1)
-            res = _kernels.gemm(sub, patches.reshape(in_ch * len(kys) * len(kxs), -1), bias)
+            res = gemm(sub, patches.reshape(in_ch * len(kys) * len(kxs), -1), bias)
             out[:, ry::s, rx::s] = res.reshape(out_ch, rows.shape[1], cols.shape[1])
     return out
 
 
 def channel_sums(x: np.ndarray) -> np.ndarray:
     """Sum over the last axis of a 2-D array, in order (a product with ones: x * 1 is exact)."""
-    return _kernels.gemm(x, np.ones((x.shape[1], 1), dtype=x.dtype))[:, 0]
+    return gemm(x, np.ones((x.shape[1], 1), dtype=x.dtype))[:, 0]
 
 
 # ----------------------------------------------------------------------------- modules
@@ -160,7 +186,7 @@ class Linear(nn.Module):
         self.weight, self.bias = _weights(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in) -> (B, out)
-        return torch.from_numpy(_kernels.gemm(self.weight, np.ascontiguousarray(_numpy(x).T), self.bias).T.copy())
+        return torch.from_numpy(gemm(self.weight, np.ascontiguousarray(_numpy(x).T), self.bias).T.copy())
 
 
 class Elementwise(nn.Module):
@@ -169,7 +195,7 @@ class Elementwise(nn.Module):
         self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(getattr(_kernels, self.name)(_numpy(x)))
+        return torch.from_numpy(elementwise(self.name, _numpy(x)))
 
     def extra_repr(self) -> str:
         return self.name
@@ -197,17 +223,17 @@ class ExactLinearAttention(nn.Module):
         for b in range(qk_src.shape[0]):
             qk, v_in = _numpy(qk_src[b]), _numpy(v_src[b])
             h, d, n = self.heads, self.dim // self.heads, qk.shape[1] * qk.shape[2]
-            q = (_kernels.elu(self.q.one(qk)) + 1).reshape(h, d, n)
-            k = _kernels.elu(self.k.one(qk)) + 1
+            q = (elementwise("elu", self.q.one(qk)) + 1).reshape(h, d, n)
+            k = elementwise("elu", self.k.one(qk)) + 1
             if key_mask is not None:
                 k = k * _numpy(key_mask)
             k = k.reshape(h, d, n)
             v = self.v.one(v_in).reshape(h, d, n)
             heads = []
             for i in range(h):
-                kv = _kernels.gemm(k[i], np.ascontiguousarray(v[i].T))                # (d, e)
-                num = _kernels.gemm(np.ascontiguousarray(kv.T), q[i])                 # (e, n)
-                den = _kernels.gemm(channel_sums(k[i])[None], q[i]) + 1e-6            # (1, n)
+                kv = gemm(k[i], np.ascontiguousarray(v[i].T))                # (d, e)
+                num = gemm(np.ascontiguousarray(kv.T), q[i])                 # (e, n)
+                den = gemm(channel_sums(k[i])[None], q[i]) + 1e-6            # (1, n)
                 heads.append(num / den)
             out.append(self.o.one(np.concatenate(heads).reshape(h * d, *qk.shape[1:])))
         return torch.from_numpy(np.stack(out))
@@ -223,7 +249,7 @@ class ExactChannelReweight(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         mean = torch.stack([torch.from_numpy(channel_sums(_numpy(xi).reshape(C, H * W))) for xi in x]) / (H * W)
-        gates = torch.from_numpy(_kernels.sigmoid(_numpy(self.fc(mean))))
+        gates = torch.from_numpy(elementwise("sigmoid", _numpy(self.fc(mean))))
         return x * (2 * gates)[:, :, None, None]
 
 

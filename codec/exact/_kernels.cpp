@@ -10,11 +10,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../detmath.h"
@@ -145,13 +148,43 @@ static void gelu_any(const double* x, double* y, long n) {
   isa_base::Gelu::run(x, y, n);
 }
 
-template <typename T>
-static void gemm_any(const T* A, const T* B, const T* bias, T* C, long M, long K, long N) {
+// Work is split over threads only from these sizes on (a thread costs tens of microseconds to
+// start; 2^20 multiply-adds take about 150, 2^16 GELUs about 1000).
+static constexpr long PARALLEL_MACS = 1L << 20, PARALLEL_ITEMS = 1L << 16;
+
+// fn(begin, end) over [0, n) on up to `threads` threads (the calling one among them): runs of
+// `align` x k items, about 4 per thread, taken in turn by whichever thread is free, so that a
+// thread slowed by another process takes fewer. Every output is computed by the same
+// operations whichever run holds it, so the bits never depend on the threads.
+template <typename F>
+static void in_parts(long n, long threads, long align, F fn) {
+  if (threads <= 1 || n <= align) return fn(0L, n);
+  long step = std::max(1L, n / align / (4 * threads)) * align;
+  std::atomic<long> next{0};
+  auto take = [&] {
+    for (long b; (b = next.fetch_add(step)) < n;) fn(b, std::min(n, b + step));
+  };
+  std::vector<std::thread> pool;
+  for (long t = 1; t < std::min(threads, (n + step - 1) / step); ++t) pool.emplace_back(take);
+  take();
+  for (auto& t : pool) t.join();
+}
+
+// C = bias + A B on up to `threads` threads, each taking a run of rows.
+template <typename T, typename G>
+static void gemm_on(const T* A, const T* B, const T* bias, T* C, long M, long K, long N, int threads) {
   std::vector<T> pack((size_t)(K * N));
+  G::pack_b(B, K, N, pack.data());
+  in_parts(M, M * K * N >= PARALLEL_MACS ? threads : 1, G::MR,
+           [&](long m0, long m1) { G::rows(A, B, bias, C, K, N, pack.data(), m0, m1); });
+}
+
+template <typename T>
+static void gemm_any(const T* A, const T* B, const T* bias, T* C, long M, long K, long N, int threads) {
 #ifdef HAVE_AVX2_PATH
-  if (use_avx2()) return isa_avx2::Gemm<T>::run(A, B, bias, C, M, K, N, pack.data());
+  if (use_avx2()) return gemm_on<T, isa_avx2::Gemm<T>>(A, B, bias, C, M, K, N, threads);
 #endif
-  isa_base::Gemm<T>::run(A, B, bias, C, M, K, N, pack.data());
+  gemm_on<T, isa_base::Gemm<T>>(A, B, bias, C, M, K, N, threads);
 }
 
 // ------------------------------------------------------------------ bindings
@@ -159,7 +192,8 @@ template <typename T>
 using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 template <typename T>
-static Array<T> gemm(Array<T> a, Array<T> b, py::object bias) {
+static Array<T> gemm(Array<T> a, Array<T> b, py::object bias, int threads) {
+  if (threads < 1) throw std::invalid_argument("gemm: threads must be >= 1");
   if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(0))
     throw std::invalid_argument("gemm: A must be M x K and B K x N");
   long M = a.shape(0), K = a.shape(1), N = b.shape(1);
@@ -175,7 +209,7 @@ static Array<T> gemm(Array<T> a, Array<T> b, py::object bias) {
   T* pc = c.mutable_data();
   {
     py::gil_scoped_release release;
-    gemm_any<T>(pa, pB, pb, pc, M, K, N);
+    gemm_any<T>(pa, pB, pb, pc, M, K, N, threads);
   }
   return c;
 }
@@ -185,25 +219,29 @@ using Doubles = Array<double>;
 static Doubles like(const Doubles& x) { return Doubles(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim())); }
 
 template <double (*F)(double)>
-static Doubles elementwise(Doubles x) {
+static Doubles elementwise(Doubles x, int threads) {
   Doubles y = like(x);
   const double* px = x.data();
   double* py_ = y.mutable_data();
   long n = (long)x.size();
   {
     py::gil_scoped_release release;
-    for (long i = 0; i < n; ++i) py_[i] = F(px[i]);
+    in_parts(n, n >= PARALLEL_ITEMS ? threads : 1, 1, [&](long b, long e) {
+      for (long i = b; i < e; ++i) py_[i] = F(px[i]);
+    });
   }
   return y;
 }
 
-static Doubles gelu(Doubles x) {
+static Doubles gelu(Doubles x, int threads) {
   Doubles y = like(x);
   const double* px = x.data();
   double* py_ = y.mutable_data();
+  long n = (long)x.size();
   {
     py::gil_scoped_release release;
-    gelu_any(px, py_, (long)x.size());
+    // runs of whole vectors: each value takes the vector path exactly where it would unsplit
+    in_parts(n, n >= PARALLEL_ITEMS ? threads : 1, 8, [&](long b, long e) { gelu_any(px + b, py_ + b, e - b); });
   }
   return y;
 }
@@ -213,15 +251,16 @@ PYBIND11_MODULE(_kernels, m) {
   m.doc() = "CPU-independent kernels for the networks that compute the coder's parameters (float64)";
   // float32 too, only to compare the speed (codec.exact's docstring); pybind11 first tries every
   // overload without conversion, so each dtype finds its own
-  m.def("gemm", &gemm<double>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(),
-        "bias[:, None] + a @ b, each output summed in the order k = 0, 1, ... (a: M x K, b: K x N)");
-  m.def("gemm", &gemm<float>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none());
-  m.def("gelu", &gelu, "x/2 (1 + erf(x / sqrt 2)) elementwise (PyTorch's nn.GELU())");
-  m.def("elu", &elementwise<dm::elu>, "x if x > 0 else e^x - 1, elementwise");
-  m.def("sigmoid", &elementwise<dm::sigmoid>, "1 / (1 + e^-x) elementwise");
-  m.def("tanh", &elementwise<dm::tanh>, "tanh elementwise");
-  m.def("exp", &elementwise<dm::exp>, "e^x elementwise");
-  m.def("erf", &elementwise<dm::erf>, "erf elementwise");
+  m.def("gemm", &gemm<double>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("threads") = 1,
+        "bias[:, None] + a @ b, each output summed in the order k = 0, 1, ... (a: M x K, b: K x N), "
+        "on up to `threads` threads (the same bits on any number)");
+  m.def("gemm", &gemm<float>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("threads") = 1);
+  m.def("gelu", &gelu, py::arg("x"), py::arg("threads") = 1, "x/2 (1 + erf(x / sqrt 2)) elementwise (PyTorch's nn.GELU())");
+  m.def("elu", &elementwise<dm::elu>, py::arg("x"), py::arg("threads") = 1, "x if x > 0 else e^x - 1, elementwise");
+  m.def("sigmoid", &elementwise<dm::sigmoid>, py::arg("x"), py::arg("threads") = 1, "1 / (1 + e^-x) elementwise");
+  m.def("tanh", &elementwise<dm::tanh>, py::arg("x"), py::arg("threads") = 1, "tanh elementwise");
+  m.def("exp", &elementwise<dm::exp>, py::arg("x"), py::arg("threads") = 1, "e^x elementwise");
+  m.def("erf", &elementwise<dm::erf>, py::arg("x"), py::arg("threads") = 1, "erf elementwise");
   m.def("isa", [] { return use_avx2() ? "avx2" : "baseline"; },
         "the vector width in use (NEUROCODEC_EXACT_ISA=baseline forces the narrowest): the results do not depend on it");
 }

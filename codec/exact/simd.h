@@ -71,21 +71,27 @@ struct Gemm {
     C[m * N + n] = acc;
   }
 
-  // `pack` holds K * (N - N % NR) values. Cache blocking (the order of the blocks changes no
-  // result): B is packed panel by panel (K x NR each); k runs in slices of KC, so that a
-  // panel's slice stays in the L1 cache while every row block of a chunk passes, and a
-  // chunk's share of A (CHUNK_BYTES) in the L2 cache while every panel passes.
-  static constexpr long KC = 512, CHUNK_BYTES = 256 * 1024;
-  static void run(const T* A, const T* B, const T* bias, T* C, long M, long K, long N, T* pack) {
+  // `pack` holds K * (N - N % NR) values: B packed panel by panel (K x NR each).
+  static void pack_b(const T* B, long K, long N, T* pack) {
     long n_full = N - N % NR;
     for (long n0 = 0; n0 < n_full; n0 += NR)
       for (long k = 0; k < K; ++k)
         for (long c = 0; c < NR; ++c) pack[n0 * K + k * NR + c] = B[k * N + n0 + c];
+  }
+
+  // Rows m_begin .. m_end - 1 of C from the packed B. Cache blocking (the order of the blocks
+  // changes no result): k runs in slices of KC, so that a panel's slice stays in the L1 cache
+  // while every row block of a chunk passes, and a chunk's share of A (CHUNK_BYTES) in the L2
+  // cache while every panel passes. Rows are independent: threads may take any split of them.
+  static constexpr long KC = 512, CHUNK_BYTES = 256 * 1024;
+  static void rows(const T* A, const T* B, const T* bias, T* C, long K, long N, const T* pack, long m_begin,
+                   long m_end) {
+    long n_full = N - N % NR;
     long chunk = CHUNK_BYTES / (long)sizeof(T) / KC / MR * MR;
     for (long k0 = 0; k0 < K || k0 == 0; k0 += KC) {
       long k1 = k0 + KC < K ? k0 + KC : K;
-      for (long m_lo = 0; m_lo < M; m_lo += chunk) {
-        long m_hi = m_lo + chunk < M ? m_lo + chunk : M;
+      for (long m_lo = m_begin; m_lo < m_end; m_lo += chunk) {
+        long m_hi = m_lo + chunk < m_end ? m_lo + chunk : m_end;
         for (long n0 = 0; n0 < n_full; n0 += NR) {
           const T* panel = pack + n0 * K;
           long m0 = m_lo;
@@ -94,7 +100,7 @@ struct Gemm {
         }
       }
     }
-    for (long m = 0; m < M; ++m)
+    for (long m = m_begin; m < m_end; ++m)
       for (long n = n_full; n < N; ++n) scalar(A, B, bias, C, K, N, m, n);
   }
 };

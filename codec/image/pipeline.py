@@ -24,6 +24,7 @@ size. Files without "tile" are one tile; decoders refuse tiles above MAX_TILE^2 
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,12 +34,13 @@ from codec import entropy, exact
 from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, read_container,
                              sections_by_name, write_container)
 from codec.errors import NeurocodecError
+from codec.image import bands
 from codec.image.pixels import load_rgb, to_rgb8, to_tensor
 from codec.image.refine import effort_steps, refine_latents
 from codec.image.tiles import (MAX_TILE, PACKED_SINCE, TILE, TileStreams, tile_grid, tile_prefix, tile_sections,
                                tile_side)
 from codec.image.ycoding import decode_y, quantize_y
-from codec.threads import torch_threads
+from codec.threads import Pool, torch_threads
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model, split_release
 
 COLOR_FORMAT = "rgb8"
@@ -76,7 +78,10 @@ def _z_medians_and_indexes(model, shape) -> tuple[torch.Tensor, np.ndarray]:
 
 # ----------------------------------------------------------------------------- threads
 # Torch on one thread, with or without oneDNN: nothing the codec computes may depend on the
-# thread count (codec.threads). The coder's parameters (hyper and context networks) run without
+# thread count (codec.threads). The cores are used by units of work whose split depends only
+# on the image: the transforms' layers in fixed bands of rows (codec.image.bands), each band on
+# one thread of the pool, and the products of the parameter networks in runs of rows
+# (codec.exact.threads), each output on one thread. The coder's parameters (hyper and context networks) run without
 # oneDNN, whose convolutions round differently with the thread count on large inputs, and on
 # one thread, since on an AVX512 Xeon (2026-12-02) PyTorch's native ones did too. The analysis
 # and the synthesis use oneDNN: on one thread it is invariant and still faster than native
@@ -91,16 +96,44 @@ def _parameters_thread():
     return torch_threads(1, onednn=False)
 
 
+class _Work:
+    """`threads` threads for one image (None: every core): torch on one thread and the pool of
+    bands, the exact kernels' products on as many threads; everything restored on exit."""
+
+    def __init__(self, threads: int | None):
+        self.pool = Pool(threads)
+        self._blocks = (torch_threads(1), exact.threads(self.pool.threads), self.pool)
+
+    def run(self, layers: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A transform's layers on x in bands (the models' `run` argument)."""
+        return bands.run(layers, x, self.pool)
+
+    def __enter__(self):
+        for block in self._blocks:
+            block.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for block in reversed(self._blocks):
+            block.__exit__(*exc)
+
+
+_PARAMETER_NETS = weakref.WeakKeyDictionary()  # model -> {coder version: its parameter_net}
+
+
 def parameter_net(model, version: int) -> torch.nn.Module:
     """The model that computes the coder's parameters for files of this coder version: the
     model itself for version 1, a float64 copy for versions 2 and 3, codec.exact's float64 copy
-    for version 4 (and 5 where it covers the model), made once per image (the analysis and the
-    synthesis stay float32: the decoder never recomputes y, and pixels may differ by a rounding
-    between CPUs without breaking the stream)."""
-    if exact_parameters(model, version):
-        return exact.parameter_net(model)
-    dtype = PARAMETER_DTYPES[version]
-    return model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+    for version 4 (and 5 where they cover the model), made once per loaded model (the analysis
+    and the synthesis stay float32: the decoder never recomputes y, and pixels may differ by a
+    rounding between CPUs without breaking the stream)."""
+    if PARAMETER_DTYPES[version] == torch.float32:
+        return model
+    nets = _PARAMETER_NETS.setdefault(model, {})
+    if version not in nets:  # converting mlic-medium's weights took a fifth of a kodim01 decode
+        nets[version] = (exact.parameter_net(model) if exact_parameters(model, version)
+                         else copy.deepcopy(model).to(torch.float64))
+    return nets[version]
 
 
 @dataclass
@@ -111,8 +144,8 @@ class _Latents:
 
 
 @torch.no_grad()
-def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int, int], refine: int = 0,
-             progress=None, version: int = CODER_VERSION) -> _Latents:
+def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int, int], work: _Work,
+             refine: int = 0, progress=None, version: int = CODER_VERSION) -> _Latents:
     """Latents of x, quantized and split into streams (parameters from `param_net`, the
     `parameter_net` of `version`); `refine` > 0 first optimizes y and z for this image
     (codec.image.refine) on the real h x w pixels given by `size`."""
@@ -121,7 +154,7 @@ def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int,
         y, z = refine_latents(model, x, quality, refine, *size, progress=progress)
     else:
         with _transforms_thread():
-            y = model.analysis(x, q)
+            y = model.analysis(x, q, run=work.run)
     with _parameters_thread():
         if not refine:
             z = model.hyper_analysis(y)
@@ -133,18 +166,19 @@ def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int,
 
 
 @torch.no_grad()
-def _synthesis(model, y_hat: torch.Tensor, quality: float, h: int, w: int) -> np.ndarray:
+def _synthesis(model, y_hat: torch.Tensor, quality: float, h: int, w: int, work: _Work) -> np.ndarray:
     with _transforms_thread():
         # channels-last activations spare oneDNN a reorder before and after every layer:
         # 1.2x (mlic-small) to 1.8x (mlic-medium) faster (benchmarks/decode_profile.py)
         y_hat = y_hat.contiguous(memory_format=torch.channels_last)
-        return to_rgb8(model.synthesis(y_hat, torch.tensor([quality])), h, w)
+        return to_rgb8(model.synthesis(y_hat, torch.tensor([quality]), run=work.run), h, w)
 
 
 def _encode_tile(net, param_net, rgb: np.ndarray, quality: float, refine: int, progress,
-                 version: int) -> list[tuple[str, bytes]]:
+                 version: int, work: _Work) -> list[tuple[str, bytes]]:
     """The tile's streams as (name, bytes): z, then y in coding order."""
-    lat = _analyse(net, param_net, to_tensor(rgb, net.stride), quality, rgb.shape[:2], refine, progress, version)
+    lat = _analyse(net, param_net, to_tensor(rgb, net.stride), quality, rgb.shape[:2], work, refine, progress,
+                   version)
     _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
     chain = entropy.ChainEncoder(chained=version >= PACKED_SINCE)
     chain.add_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
@@ -155,7 +189,7 @@ def _encode_tile(net, param_net, rgb: np.ndarray, quality: float, refine: int, p
 
 def encode_image(image, model: str | None = None, quality: float = 4.0,
                  limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE, refine: int = 0,
-                 effort: str | None = None, progress=None) -> bytes:
+                 effort: str | None = None, progress=None, threads: int | None = None) -> bytes:
     """Compress an image (path, file object, PIL image or uint8 array) to .ncf bytes.
 
     `quality` is continuous in [1, L] (L = the model's number of trained rate points,
@@ -164,7 +198,8 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     `refine` > 0: optimize the latents for this image for that many steps first
     (codec.image.refine; slower encoding, the same decoder); `progress(done, total)` is called
     after every refinement step (total = steps x tiles). `effort` ("fast", "default", "max")
-    picks the refinement steps instead (codec.image.refine.EFFORT_STEPS).
+    picks the refinement steps instead (codec.image.refine.EFFORT_STEPS). `threads`: how many
+    threads to compute on (None: every core); the file is the same for every count.
     """
     if effort is not None:
         if refine:
@@ -188,10 +223,11 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     version = CODER_VERSION
     param_net = parameter_net(net, version)
     sections = []
-    for i, (rows, cols) in enumerate(tiles):
-        tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
-        streams = _encode_tile(net, param_net, rgb[rows, cols], quality, refine, tile_progress, version)
-        sections += tile_sections(streams, tile_prefix(tile, i), version)
+    with _Work(threads) as work:
+        for i, (rows, cols) in enumerate(tiles):
+            tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
+            streams = _encode_tile(net, param_net, rgb[rows, cols], quality, refine, tile_progress, version, work)
+            sections += tile_sections(streams, tile_prefix(tile, i), version)
     if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
         raise NeurocodecError(f"{len(sections)} sections exceed the {DEFAULT_LIMITS.max_sections} a "
                               f"file may hold; use a larger tile")
@@ -214,7 +250,8 @@ def _effort_steps(effort: str) -> int:
 
 @torch.no_grad()
 def reconstruct(image, model: str | None = None, quality: float = 4.0,
-                limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE, refine: int = 0) -> np.ndarray:
+                limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE, refine: int = 0,
+                threads: int | None = None) -> np.ndarray:
     """The model's own quantized reconstruction, without entropy coding (what decode must equal)."""
     net, _ = load_model(model or DEFAULT_IMAGE_MODEL)
     quality = float(np.float32(quality))
@@ -223,11 +260,12 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0,
     out = np.empty_like(rgb)
     version = CODER_VERSION
     param_net = parameter_net(net, version)
-    for rows, cols in tile_grid(h, w, tile_side(net, h, w, tile)):
-        part = rgb[rows, cols]
-        lat = _analyse(net, param_net, to_tensor(part, net.stride), quality, part.shape[:2], refine,
-                       version=version)
-        out[rows, cols] = _synthesis(net, lat.y_hat, quality, *part.shape[:2])
+    with _Work(threads) as work:
+        for rows, cols in tile_grid(h, w, tile_side(net, h, w, tile)):
+            part = rgb[rows, cols]
+            lat = _analyse(net, param_net, to_tensor(part, net.stride), quality, part.shape[:2], work, refine,
+                           version=version)
+            out[rows, cols] = _synthesis(net, lat.y_hat, quality, *part.shape[:2], work)
     return out
 
 
@@ -260,7 +298,7 @@ def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
     return net, header.coder
 
 
-def _decode_tile(net, param_net, header: Header, take, h: int, w: int) -> np.ndarray:
+def _decode_tile(net, param_net, header: Header, take, h: int, w: int, work: _Work) -> np.ndarray:
     zh, zw = -(-h // net.stride), -(-w // net.stride)
     z_shape = (1, net.z_medians().numel(), zh, zw)
     medians, z_indexes = _z_medians_and_indexes(net, z_shape)
@@ -273,12 +311,13 @@ def _decode_tile(net, param_net, header: Header, take, h: int, w: int) -> np.nda
         y_hat = decode_y(param_net, z_hat, torch.tensor([header.quality]), take, chain,
                          version >= MIXTURE_RESIDUALS_SINCE)
     chain.finish()
-    return _synthesis(net, y_hat.float(), header.quality, h, w)
+    return _synthesis(net, y_hat.float(), header.quality, h, w, work)
 
 
 @torch.no_grad()
-def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-    """Decode .ncf bytes to an HxWx3 uint8 RGB array (bit-exact with the encoder's reconstruction).
+def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS, *, threads: int | None = None) -> np.ndarray:
+    """Decode .ncf bytes to an HxWx3 uint8 RGB array (bit-exact with the encoder's reconstruction),
+    on `threads` threads (None: every core; the pixels are the same for every count).
 
     Raises NcfError for a malformed or corrupt file (a stream that does not decode is one),
     NeurocodecError for a valid file it refuses (other weights, a video, limits), nothing else.
@@ -295,21 +334,22 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
                        f"z and {coder.get('y_streams')} y streams")
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
     param_net = parameter_net(net, coder["version"])
-    for i, (rows, cols) in enumerate(tiles):
-        tile_streams = TileStreams(streams, tile_prefix(tile, i), per_tile, packed, header.model)
-        try:
-            out[rows, cols] = _decode_tile(net, param_net, header, tile_streams.take, rows.stop - rows.start,
-                                           cols.stop - cols.start)
-            tile_streams.check_all_taken()
-        except entropy.EntropyCodingError as e:
-            # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
-            # file was crafted, or the encoder's CPU computed the coder's parameters differently.
-            portability = ("coder-version-1 files decode only where PyTorch uses the encoder's SIMD kernels"
-                           if coder["version"] == 1 else "ruled out for parameters from codec.exact"
-                           if exact_parameters(net, coder["version"]) else "rare since coder version 2")
-            raise NcfError(f"the streams of tile {i} do not decode ({e}) although their CRCs match: the file "
-                           f"was made by a faulty encoder, or on a CPU whose float arithmetic differs from "
-                           f"this one's ({portability}; docs/reliability.md)") from None
+    with _Work(threads) as work:
+        for i, (rows, cols) in enumerate(tiles):
+            tile_streams = TileStreams(streams, tile_prefix(tile, i), per_tile, packed, header.model)
+            try:
+                out[rows, cols] = _decode_tile(net, param_net, header, tile_streams.take, rows.stop - rows.start,
+                                               cols.stop - cols.start, work)
+                tile_streams.check_all_taken()
+            except entropy.EntropyCodingError as e:
+                # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
+                # file was crafted, or the encoder's CPU computed the coder's parameters differently.
+                portability = ("coder-version-1 files decode only where PyTorch uses the encoder's SIMD kernels"
+                               if coder["version"] == 1 else "ruled out for parameters from codec.exact"
+                               if exact_parameters(net, coder["version"]) else "rare since coder version 2")
+                raise NcfError(f"the streams of tile {i} do not decode ({e}) although their CRCs match: the file "
+                               f"was made by a faulty encoder, or on a CPU whose float arithmetic differs from "
+                               f"this one's ({portability}; docs/reliability.md)") from None
     if streams:
         raise NcfError(f"file has sections {sorted(streams)} that model {header.model!r} does not use")
     return out

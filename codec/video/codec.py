@@ -28,7 +28,7 @@ from codec import entropy
 from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, Section, get_section,
                              read_container, read_header, write_container)
 from codec.errors import NeurocodecError
-from codec.threads import torch_threads
+from codec.threads import Pool, torch_threads
 from codec.video.arch import DEFAULT_BITS, Arch, bpp_to_quality, min_bpp, plan_arch, quality_to_bpp, tensor_specs
 from codec.video import rate
 from codec.video.bitstream import dequantize, n_step_codes, pack_group, split_codes, unpack_group
@@ -106,8 +106,9 @@ def group_frames(p: ParsedVideo, gi: int) -> int:
     return min(p.group, p.header.frames - gi * p.group)
 
 
-def iter_decode_video(data: bytes, groups=None, limits: Limits = DEFAULT_LIMITS):
-    """Yield ``(group_index, frames uint8 (n, H, W, 3))`` group by group (bounded memory).
+def iter_decode_video(data: bytes, groups=None, limits: Limits = DEFAULT_LIMITS, threads: int | None = None):
+    """Yield ``(group_index, frames uint8 (n, H, W, 3))`` group by group (bounded memory), on
+    `threads` threads (None: every core; the same frames on any count).
 
     ``groups``: an iterable of group indices to render (random access); weights of the
     skipped groups are still summed (integer deltas, cheap), their frames not rendered.
@@ -130,11 +131,12 @@ def iter_decode_video(data: bytes, groups=None, limits: Limits = DEFAULT_LIMITS)
         net = HNeRVDecoder(c).eval()  # a fresh module per group: the encoder renders the same way
         load_weights(net, p.specs, [dequantize(q, codes, s) for q, codes, (_, _, s) in zip(ints, p.wcodes, p.specs)])
         emb = dequantize(g.emb, g.emb_codes, (1, c.c_emb, 1, 1))
-        yield gi, render(net, emb, p.header.height, p.header.width)
+        yield gi, render(net, emb, p.header.height, p.header.width, threads)
 
 
-def decode_video(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-    """.ncf bytes -> (T, H, W, 3) uint8 RGB frames, bit-exactly the encoder's reconstruction."""
+def decode_video(data: bytes, limits: Limits = DEFAULT_LIMITS, *, threads: int | None = None) -> np.ndarray:
+    """.ncf bytes -> (T, H, W, 3) uint8 RGB frames, bit-exactly the encoder's reconstruction, on
+    `threads` threads (None: every core; the same frames on any count)."""
     header, _ = read_container(data, limits)
     need = header.frames * header.width * header.height * 3
     if need > MAX_OUTPUT_BYTES:
@@ -142,7 +144,7 @@ def decode_video(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
                               "decode it group by group with iter_decode_video")
     out = np.empty((header.frames, header.height, header.width, 3), dtype=np.uint8)
     pos = 0
-    for _, fr in iter_decode_video(data, limits=limits):
+    for _, fr in iter_decode_video(data, limits=limits, threads=threads):
         out[pos:pos + len(fr)] = fr
         pos += len(fr)
     return out
@@ -167,20 +169,21 @@ def video_info(data: bytes) -> dict:
     }
 
 
-@torch.inference_mode()
-def render(net: HNeRVDecoder, emb: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """Decoder network -> uint8 frames, in fixed batches, on one thread (codec.threads): the
-    one path encoder and decoder share."""
-    out = []
-    with torch_threads(1):
-        for i in range(0, emb.shape[0], DECODE_BATCH):
+def render(net: HNeRVDecoder, emb: torch.Tensor, height: int, width: int, threads: int | None = None) -> np.ndarray:
+    """Decoder network -> uint8 frames, in fixed batches of DECODE_BATCH frames, each batch on
+    one thread of a pool of `threads` (None: every core) with torch on one thread
+    (codec.threads): the same frames on any thread count; the one path encoder and decoder share."""
+    def batch(i: int) -> np.ndarray:
+        with torch.inference_mode():  # per thread, as torch's grad modes are
             # contiguous NCHW always: a channels-last input (what the encoder's convs emit)
             # makes oneDNN pick other kernels, with other float32 rounding
             x = emb[i:i + DECODE_BATCH].to(torch.float32).contiguous(memory_format=torch.contiguous_format)
             y = net(x)[:, :, :height, :width]
             y = torch.round(y.clamp(0, 1) * 255.0).to(torch.uint8)
-            out.append(y.permute(0, 2, 3, 1).contiguous().numpy())
-    return np.concatenate(out)
+            return y.permute(0, 2, 3, 1).contiguous().numpy()
+
+    with torch_threads(1), Pool(threads) as pool:
+        return np.concatenate(pool.map(batch, range(0, emb.shape[0], DECODE_BATCH)))
 
 
 # =============================================================== encoding
