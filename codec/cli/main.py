@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="images: optimize the latents for this image for STEPS steps before coding "
                         "(stochastic Gumbel annealing; smaller files at the same quality, encoding "
-                        "about STEPS x 3 times slower, decoding unchanged; try 25)")
+                        "about 1.3 x STEPS times slower, decoding unchanged; try 25)")
     p.add_argument("--effort", choices=["fast", "default", "max"], default=None,
                    help="how hard the encoder works (decoding is the same for every level). Images: fast "
                         "and default are the plain encode (about 2 s for a 768x512 photo on one core), "
