@@ -43,6 +43,31 @@ def block_pca_psnr(images, ks, side=16):
     return {k: 10 * np.log10(x.shape[1] / eig[k:].sum()) for k in ks}
 
 
+def timed_decode(data: bytes, threads: int | None = None) -> tuple[float, float]:
+    """(seconds to decode `data` on `threads`, of them the seconds inside the entropy decoder's calls)."""
+    spent = [0.0]
+    untimed = {name: getattr(entropy.ChainDecoder, name) for name in ("decode", "decode_table")}
+
+    def timed(method):
+        def run(*a, **kw):
+            t = time.perf_counter()
+            out = method(*a, **kw)
+            spent[0] += time.perf_counter() - t
+            return out
+        return run
+
+    for name, method in untimed.items():
+        setattr(entropy.ChainDecoder, name, timed(method))
+    try:
+        t = time.perf_counter()
+        codec.decode_image(data, threads=threads)
+        total = time.perf_counter() - t
+    finally:
+        for name, method in untimed.items():
+            setattr(entropy.ChainDecoder, name, method)
+    return total, spent[0]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_IMAGE_MODEL)
@@ -61,26 +86,9 @@ def main():
     t = time.perf_counter()
     data = codec.encode_image(rgb, model=args.model)
     encode_s = time.perf_counter() - t
-    spent = [0.0]
-    untimed = {name: getattr(entropy.ChainDecoder, name) for name in ("decode", "decode_table")}
-
-    def timed(method):
-        def run(*a, **kw):
-            t = time.perf_counter()
-            out = method(*a, **kw)
-            spent[0] += time.perf_counter() - t
-            return out
-        return run
-
-    for name, method in untimed.items():
-        setattr(entropy.ChainDecoder, name, timed(method))
-    t = time.perf_counter()
-    codec.decode_image(data)
-    total = time.perf_counter() - t
-    for name, method in untimed.items():
-        setattr(entropy.ChainDecoder, name, method)
+    total, spent = timed_decode(data)
     print(f"{args.model} {paths[0].name}: encode {encode_s:.2f} s, decode {total:.2f} s, "
-          f"of which entropy decoding {spent[0]:.3f} s")
+          f"of which entropy decoding {spent:.3f} s")
 
     def best(f):
         times = []

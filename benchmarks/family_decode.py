@@ -8,38 +8,22 @@ core; mixtures within 1.3x of the Gaussian).
 Each family's weights are the shipped Gaussian's carried over by `train --init` (GG as
 beta = 2, GMM as equal components; mvgmm keeps fresh heads, so its law and rate are not a
 trained one's), exported and coded as real files, so the coder sees laws shaped like a trained
-model's. One torch thread; the families interleaved in every round, best of `--repeat`.
+model's. One thread (`threads=1`); the families interleaved in every round, best of `--repeat`.
 """
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from decode_profile import timed_decode
 
 import codec
-from codec import entropy
 from codec.image import load_rgb
 from codec.train.export import write_weights
 from codec.train.warmstart import init_from
 from codec.zoo import find_release, get_preset, release_file, weights_dir, weights_from
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def entropy_timer():
-    """Patch ChainDecoder's decode methods to add their wall time to the returned list's [0]."""
-    spent = [0.0]
-    for name in ("decode", "decode_table"):
-        method = getattr(entropy.ChainDecoder, name)
-
-        def timed(*a, _method=method, **kw):
-            t = time.perf_counter()
-            out = _method(*a, **kw)
-            spent[0] += time.perf_counter() - t
-            return out
-        setattr(entropy.ChainDecoder, name, timed)
-    return spent
 
 
 def main():
@@ -63,16 +47,12 @@ def main():
             write_weights(model.eval(), name, Path(tmp), "float32")
         with weights_from(tmp):
             for family in args.families:
-                files[family] = codec.encode_image(rgb, model=f"{args.size}-{family}", quality=args.quality)
-            spent = entropy_timer()
+                files[family] = codec.encode_image(rgb, model=f"{args.size}-{family}", quality=args.quality, threads=1)
             for _ in range(args.repeat):
                 for family, data in files.items():
-                    spent[0] = 0.0
-                    t = time.perf_counter()
-                    codec.decode_image(data)
-                    seconds = time.perf_counter() - t
+                    seconds, spent = timed_decode(data, threads=1)
                     if seconds < best.get(family, float("inf")):
-                        best[family], share[family] = seconds, spent[0] / seconds
+                        best[family], share[family] = seconds, spent / seconds
     base = best.get("gaussian")
     print(f"{Path(args.image).name}, quality {args.quality:g}, one thread, best of {args.repeat}")
     print("family | file bytes | decode s | x gaussian | entropy decoding share")

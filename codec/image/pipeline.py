@@ -204,7 +204,7 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     if effort is not None:
         if refine:
             raise NeurocodecError("give an effort level or refinement steps, not both")
-        refine = _effort_steps(effort)
+        refine = effort_steps(effort)
     if refine < 0:
         raise NeurocodecError(f"refine steps must be >= 0, got {refine}")
     release = model or DEFAULT_IMAGE_MODEL  # MODEL (its newest release) or MODEL@ID
@@ -239,13 +239,6 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
                     pad_height=-(-h // net.stride) * net.stride,
                     color=COLOR_FORMAT, quality=quality, coder=coder)
     return write_container(header, sections)
-
-
-def _effort_steps(effort: str) -> int:
-    try:
-        return effort_steps(effort)
-    except ValueError as e:
-        raise NeurocodecError(str(e)) from None
 
 
 @torch.no_grad()

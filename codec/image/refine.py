@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from codec.errors import NeurocodecError
 from models.likelihoods import LIKELIHOOD_BOUND
 
 SGA_EPS = 1e-5
@@ -26,11 +27,11 @@ EFFORT_STEPS = {"fast": 0, "default": 0, "max": 50}
 
 
 def effort_steps(effort: str) -> int:
-    """Refinement steps of an effort level (ValueError for an unknown one)."""
+    """Refinement steps of an effort level (NeurocodecError for an unknown one)."""
     try:
         return EFFORT_STEPS[effort]
     except KeyError:
-        raise ValueError(f"effort must be one of {', '.join(EFFORT_STEPS)}, not {effort!r}") from None
+        raise NeurocodecError(f"effort must be one of {', '.join(EFFORT_STEPS)}, not {effort!r}") from None
 
 
 def sga_round(v: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
