@@ -143,7 +143,7 @@ def _codes_worker(job: dict) -> None:
             streams, _ = ycoding.quantize_y(param_net, torch.from_numpy(inputs["y"]),
                                             torch.from_numpy(inputs["z_hat"]).to(pipeline.PARAMETER_DTYPES[version]),
                                             torch.tensor([job["quality"]]),
-                                            version >= pipeline.MIXTURE_RESIDUALS_SINCE)
+                                            pipeline.mixture_residuals(param_net, version))
         out[route] = np.concatenate([np.ravel(c) for s in streams for c in s.codes.values()])
     np.savez(job["out"], **out)
 

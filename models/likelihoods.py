@@ -9,8 +9,9 @@ Interface (every family)
     name                       "gaussian" | "laplace" | "gg" | "gmm" | "mvgmm"
     symbols_are_residuals      True: the coder codes round(y - mean) under a zero-mean law
                                and reconstructs symbol + mean (gaussian, laplace, gg), for
-                               gmm round(y - mean of the heaviest component);
-                               False: it codes round(y) directly under the law (mvgmm)
+                               mixtures round(y - mean of the heaviest component; for mvgmm
+                               of each element's conditional mixture, coded one element at a
+                               time); False: round(y) directly under the law
     num_params(C)              channels a head must emit for C latent channels
     params_from_head(t, channel_offset=0) -> dict[str, Tensor]
                                t: (B, num_params(C), H, W). Layout is parameter-major:
@@ -41,7 +42,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from compressai.ops import LowerBound
 
 from models.gg import center_mass_scale, gg_bin_mass
@@ -284,25 +284,22 @@ class GaussianMixture(LikelihoodFamily):
     each (B, C, H, W, K). coding_values: {"weight", "mean", "scale"}, each (..., K); weights
     sum to 1.
 
-    Symbols (`residual`, the default): round(y - m*), m* the mean of the heaviest component
-    (the first of equally heavy ones), coded under the mixture shifted by -m*. A mixture of
-    equal components is then exactly the Gaussian it came from, rounding and all: rounding y
-    itself instead (residual=False, coder versions before 5, and the univariate steps of
-    mvgmm) cost a Gaussian carried over to the mixture 2.6 % more bits and 0.04 dB on kodim05 at
-    quality 4 before any training (mlic-medium, 2026-12-07)."""
+    Symbols: round(y - m*), m* the mean of the heaviest component (the first of equally heavy
+    ones), coded under the mixture shifted by -m*. A mixture of equal components is then
+    exactly the Gaussian it came from, rounding and all: rounding y itself instead (coder
+    versions before 5; before 6 for mvgmm) cost a Gaussian carried over to the mixture 2.6 %
+    more bits and 0.04 dB on kodim05 at quality 4 before any training (mlic-medium,
+    2026-12-07)."""
 
     name = "gmm"
 
-    def __init__(self, K: int = 3, residual: bool = True):
+    def __init__(self, K: int = 3):
         super().__init__()
         self.K = K
         self.params_per_channel = 3 * K
-        self.symbols_are_residuals = residual
 
     def quantize(self, y: torch.Tensor, params: dict, rounding=None) -> torch.Tensor:
         rounding = rounding or _ste_round
-        if not self.symbols_are_residuals:
-            return rounding(y)
         m = heaviest_mean(params["weight"], params["mean"])
         return rounding(y - m) + m
 
@@ -344,8 +341,8 @@ class MultivariateGaussianMixture(LikelihoodFamily):
     vectorized prior): group g holds channels g*G .. g*G + G - 1 of the head's C channels.
 
     Per group and position the head emits K weight logits, K*G means and K*G(G+1)/2 Cholesky
-    entries (a lower-triangular L per component, covariance L L^T, diagonal >= 0.11 via
-    softplus + bound). Head layout: the num_params(C) channels reshape to
+    entries (a lower-triangular L per component, covariance L L^T, diagonal bounded below at
+    0.11 like the Gaussian's scale, so that a Gaussian head carries over exactly). Head layout: the num_params(C) channels reshape to
     (C/G, K + K*G + K*G*(G+1)/2), group-major, in that order [logits | means (k, i) |
     tril entries (k, row-major lower triangle)].
 
@@ -358,11 +355,12 @@ class MultivariateGaussianMixture(LikelihoodFamily):
     w_k N(x_<j; mean_k, Sigma_k) / sum: a univariate Gaussian mixture. Training
     likelihood = product over j of the discretized conditionals (conditioned on the given
     values), returned per element (element j's entry is its conditional mass). Coding: each
-    element as a univariate GMM with `conditional_coding_values`; symbols are round(y).
+    element as a univariate GMM with `conditional_coding_values` (`univariate_of`): symbols
+    round(y - m*) with m* the mean of the conditional's heaviest component (coder version 6
+    on; version 5 and before round(y)).
     """
 
     name = "mvgmm"
-    symbols_are_residuals = False
 
     def __init__(self, K: int = 3, G: int = 2):
         super().__init__()
@@ -386,7 +384,7 @@ class MultivariateGaussianMixture(LikelihoodFamily):
         tri = t[..., K + K * G:].reshape(B, ng, H, W, K, G * (G + 1) // 2)
         L = _fill_tril(tri, G)
         diag = torch.diagonal(L, dim1=-2, dim2=-1)
-        diag_b = lower_bound(F.softplus(diag), SCALE_BOUND)
+        diag_b = lower_bound(diag, SCALE_BOUND)
         L = L - torch.diag_embed(diag) + torch.diag_embed(diag_b)
         return {"weight": torch.softmax(logits, -1), "mean": mean, "scale_tril": L}
 
@@ -427,6 +425,24 @@ class MultivariateGaussianMixture(LikelihoodFamily):
         `conditional_coding_values`."""
         return self.conditional_coding_values(params, None, 0)
 
+    def head_rows_from_gaussian(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """Per group: equal weights (logits 0), every component the Gaussian's means, L
+        diagonal with the Gaussian's scales, component k's multiplied by 1 + 0.1 (k - (K-1)/2)
+        (see GaussianMixture.head_rows_from_gaussian): independent elements, each the
+        Gaussian's law to within a per cent of its variance, whose conditional heaviest mean
+        is the Gaussian's mean."""
+        K, G = self.K, self.G
+        scale, mean = rows.chunk(2, 0)
+        groups, tail = scale.shape[0] // G, scale.shape[1:]
+        scale, mean = scale.reshape(groups, G, *tail), mean.reshape(groups, G, *tail)
+        zero = torch.zeros_like(scale[:, 0])
+        entries = [zero] * K  # the logits
+        entries += [mean[:, i] for _ in range(K) for i in range(G)]
+        for k in range(K):
+            spread = 1 + 0.1 * (k - (K - 1) / 2)
+            entries += [scale[:, i] * spread if c == i else zero for i in range(G) for c in range(i + 1)]
+        return torch.stack(entries, 1).reshape(-1, *tail)
+
     def extra_repr(self) -> str:
         return f"name='mvgmm', K={self.K}, G={self.G}"
 
@@ -445,7 +461,7 @@ def _fill_tril(entries: torch.Tensor, G: int) -> torch.Tensor:
 
 # the univariate family an mvgmm step is coded with
 def univariate_of(family: LikelihoodFamily) -> LikelihoodFamily:
-    return GaussianMixture(family.K, residual=False) if isinstance(family, MultivariateGaussianMixture) else family
+    return GaussianMixture(family.K) if isinstance(family, MultivariateGaussianMixture) else family
 
 
 FAMILIES = ("gaussian", "laplace", "gg", "gmm", "mvgmm")

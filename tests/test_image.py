@@ -198,11 +198,14 @@ def test_large_photo_decodes_identically_with_1_and_2_threads():
     assert encode_image(photo.resize((2572, 1740), Image.Resampling.BICUBIC), quality=5, threads=1) == data
 
 
-def test_a_mixture_carried_from_a_gaussian_codes_its_residuals_like_the_gaussian(tmp_path, photo, monkeypatch):
-    """A GMM whose components all equal a Gaussian (`train --init`) codes the Gaussian's
-    symbols from coder version 5 on (residuals around the heaviest component's mean): its file
-    decodes to the Gaussian's pixels and is within 1 % of its size; version 3 rounded y itself,
-    which gives other pixels. Both versions decode to the encoder's reconstruction."""
+@pytest.mark.parametrize("family, rounded_version", [("gmm", 3), ("mvgmm", 5)])
+def test_a_mixture_carried_from_a_gaussian_codes_its_residuals_like_the_gaussian(tmp_path, photo, monkeypatch,
+                                                                                family, rounded_version):
+    """A mixture whose components all equal a Gaussian (`train --init`) codes the Gaussian's
+    symbols (residuals around the heaviest component's mean; coder version 5 on for GMM, 6 for
+    the multivariate mixture): its file decodes to the Gaussian's pixels and is within 1 % of
+    its size; older versions rounded y itself, which gives other pixels. Every version decodes
+    to the encoder's reconstruction."""
     from codec import zoo
     from codec.train.export import write_weights
     from codec.train.warmstart import init_from
@@ -210,23 +213,24 @@ def test_a_mixture_carried_from_a_gaussian_codes_its_residuals_like_the_gaussian
     torch.manual_seed(0)
     gauss = zoo.get_preset("mlic-tiny-gaussian").build()
     path = tmp_path / write_weights(gauss, "mlic-tiny-gaussian", tmp_path, "float32")["file"]
-    gmm = zoo.get_preset("mlic-tiny-gmm").build()
-    init_from(gmm, path)
-    write_weights(gmm, "mlic-tiny-gmm", tmp_path, "float32")
+    name = f"mlic-tiny-{family}"
+    mixture = zoo.get_preset(name).build()
+    init_from(mixture, path)
+    write_weights(mixture, name, tmp_path, "float32")
     crop = photo[:128, :192]
     with zoo.weights_from(tmp_path):
         files, pixels = {}, {}
-        for name in ("mlic-tiny-gaussian", "mlic-tiny-gmm"):
-            files[name] = codec.encode_image(crop, model=name, quality=4)
-            assert read_container(files[name])[0].coder["version"] == 5
-            pixels[name] = codec.decode_image(files[name])
-            assert np.array_equal(pixels[name], codec.image.reconstruct(crop, model=name, quality=4))
-        monkeypatch.setattr(codec.image.pipeline, "CODER_VERSION", 3)
-        rounded = codec.encode_image(crop, model="mlic-tiny-gmm", quality=4)
-        expected = codec.image.reconstruct(crop, model="mlic-tiny-gmm", quality=4)
+        for model in ("mlic-tiny-gaussian", name):
+            files[model] = codec.encode_image(crop, model=model, quality=4)
+            assert read_container(files[model])[0].coder["version"] == codec.image.CODER_VERSION
+            pixels[model] = codec.decode_image(files[model])
+            assert np.array_equal(pixels[model], codec.image.reconstruct(crop, model=model, quality=4))
+        monkeypatch.setattr(codec.image.pipeline, "CODER_VERSION", rounded_version)
+        rounded = codec.encode_image(crop, model=name, quality=4)
+        expected = codec.image.reconstruct(crop, model=name, quality=4)
         monkeypatch.undo()
-        assert read_container(rounded)[0].coder["version"] == 3
+        assert read_container(rounded)[0].coder["version"] == rounded_version
         assert np.array_equal(codec.decode_image(rounded), expected)
-    same = np.mean(pixels["mlic-tiny-gmm"] == pixels["mlic-tiny-gaussian"])
+    same = np.mean(pixels[name] == pixels["mlic-tiny-gaussian"])
     assert same > 0.99 and np.mean(expected == pixels["mlic-tiny-gaussian"]) < 0.9
-    assert abs(len(files["mlic-tiny-gmm"]) - len(files["mlic-tiny-gaussian"])) <= 0.01 * len(files["mlic-tiny-gaussian"])
+    assert abs(len(files[name]) - len(files["mlic-tiny-gaussian"])) <= 0.01 * len(files["mlic-tiny-gaussian"])

@@ -212,6 +212,28 @@ def test_init_carries_a_gaussian_model_to_the_gg_family_as_the_same_law(tmp_path
     assert "anchor_head.0.4.weight" not in init_from(fresh, path)
 
 
+@pytest.mark.parametrize("family", ["gmm", "mvgmm"])
+def test_init_carries_a_gaussian_model_to_a_mixture_of_equal_components(tmp_path, family):
+    """--init into either mixture: every parameter is taken, every component has the Gaussian's
+    mean and scales within 10 % of its own, so the residual rounding gives the Gaussian's
+    reconstruction exactly and the rate within a few per cent (the spread of the scales)."""
+    from codec.train.export import write_weights
+    from codec.train.warmstart import init_from
+    from codec.zoo import get_preset
+
+    torch.manual_seed(0)
+    gauss = get_preset("mlic-tiny-gaussian").build().eval()
+    path = tmp_path / write_weights(gauss, "mlic-tiny-gaussian", tmp_path, "float32")["file"]
+    mixture = get_preset(f"mlic-tiny-{family}").build().eval()
+    assert len(init_from(mixture, path)) == len(dict(mixture.named_parameters()))
+    x, q = torch.rand(1, 3, 128, 128), torch.tensor([3.0])
+    with torch.no_grad():
+        a, b = gauss(x, q), mixture(x, q)
+    assert torch.equal(a["x_hat"], b["x_hat"])
+    bits_a, bits_b = (-r["likelihoods"]["y"].log2().sum().item() for r in (a, b))
+    assert abs(bits_a - bits_b) < 0.03 * bits_a
+
+
 def test_more_quality_levels_extend_the_gains_and_load_from_their_weights(folders, tmp_path):
     """--levels 11 from 8-level weights: the trained levels are unchanged, the new ones go on
     along the last step; an export of it loads as an 11-level model (levels read from the

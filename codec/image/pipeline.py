@@ -44,7 +44,7 @@ from codec.threads import Pool, torch_threads
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model, split_release
 
 COLOR_FORMAT = "rgb8"
-CODER_VERSION = 5
+CODER_VERSION = 6
 # The precision of the hyper and context networks that compute the coder's parameters, per
 # coder version. Version 1 computed them in float32, whose rounding differs between PyTorch's
 # AVX2, AVX512 and scalar kernels by more than the parameter grid, so its files decode only
@@ -54,10 +54,18 @@ CODER_VERSION = 5
 # the same bits on every CPU; models whose parameter path those kernels do not cover stayed on 3.
 # Version 5 is written for every model: codec.exact's kernels where they cover the model (the
 # streams of version 4), float64 PyTorch elsewhere, and Gaussian-mixture steps code residuals
-# around their heaviest component's mean (codec.image.ycoding).
-PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.float64, 4: torch.float64, 5: torch.float64}
+# around their heaviest component's mean (codec.image.ycoding). Version 6 is version 5 with
+# the multivariate mixture's steps coding residuals too (the same bytes for every other model).
+PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.float64, 4: torch.float64, 5: torch.float64,
+                    6: torch.float64}
 EXACT_SINCE = 4
-MIXTURE_RESIDUALS_SINCE = 5
+MIXTURE_RESIDUALS_SINCE = {"gmm": 5, "mvgmm": 6}
+
+
+def mixture_residuals(model, version: int) -> bool:
+    """Whether the model's mixture steps code residuals in files of this coder version."""
+    family = getattr(getattr(model, "likelihood_family", None), "name", None)
+    return version >= MIXTURE_RESIDUALS_SINCE.get(family, MIXTURE_RESIDUALS_SINCE["gmm"])
 
 
 def exact_parameters(model, version: int) -> bool:
@@ -161,7 +169,7 @@ def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int,
         medians, _ = _z_medians_and_indexes(model, z.shape)
         z_symbols = torch.round(z - medians)
         z_hat = (z_symbols + medians).to(PARAMETER_DTYPES[version])
-        streams, y_hat = quantize_y(param_net, y, z_hat, q, version >= MIXTURE_RESIDUALS_SINCE)
+        streams, y_hat = quantize_y(param_net, y, z_hat, q, mixture_residuals(param_net, version))
     return _Latents(z_symbols.numpy().astype(np.int32), streams, y_hat.float())
 
 
@@ -302,7 +310,7 @@ def _decode_tile(net, param_net, header: Header, take, h: int, w: int, work: _Wo
     with _parameters_thread():
         z_hat = z_hat.to(PARAMETER_DTYPES[version])
         y_hat = decode_y(param_net, z_hat, torch.tensor([header.quality]), take, chain,
-                         version >= MIXTURE_RESIDUALS_SINCE)
+                         mixture_residuals(param_net, version))
     chain.finish()
     return _synthesis(net, y_hat.float(), header.quality, h, w, work)
 

@@ -4,9 +4,9 @@ The model yields steps (which elements of y, under which law with which float pa
 here each step's parameters are snapped to the coder's grid, its symbols taken (encoder) or
 decoded (decoder), and the values the decoder will reconstruct sent back to the model, which
 builds every later context from them. Gaussian and GG steps code round(y - snapped mean)
-under the zero-mean law; GMM steps (coder version 5 on) round(y - snapped mean of the heaviest
-component) under the snapped mixture shifted by that mean; multivariate-GMM steps, and GMM
-steps of older versions, round(y) under the snapped mixture. Values outside the coder's
+under the zero-mean law; GMM steps (coder version 5 on; multivariate-GMM steps from 6) round(y -
+snapped mean of the heaviest component) under the snapped mixture shifted by that mean; mixture
+steps of older versions round(y) under the snapped mixture. Values outside the coder's
 support are escaped, never clamped.
 """
 from __future__ import annotations
@@ -63,7 +63,7 @@ def to_symbols(v: np.ndarray, what: str) -> np.ndarray:
 
 def _drive(model, z_hat: torch.Tensor, quality: torch.Tensor, values_of, mixture_residuals: bool) -> torch.Tensor:
     """Run the model's coding steps; `values_of(step, codes, offset)` gives each step's values.
-    `mixture_residuals`: GMM steps code residuals (coder version 5 on)."""
+    `mixture_residuals`: mixture steps code residuals (pipeline.mixture_residuals)."""
     steps = model.coding_steps(z_hat, quality)
     step = next(steps)
     while True:
