@@ -313,7 +313,12 @@ class GaussianMixture(LikelihoodFamily):
 
     def params_from_head(self, t: torch.Tensor, channel_offset: int = 0) -> dict:
         logits, mean, scale = self._split(t)
-        return {"weight": torch.softmax(logits, -1), "mean": mean, "scale": lower_bound(scale, SCALE_BOUND)}
+        return {"weight": self.weights_of(logits), "mean": mean, "scale": lower_bound(scale, SCALE_BOUND)}
+
+    def weights_of(self, logits: torch.Tensor) -> torch.Tensor:
+        """The component weights: softmax over the last axis (codec.exact computes it on its
+        own exp for the coder)."""
+        return torch.softmax(logits, -1)
 
     def likelihood(self, y_tilde: torch.Tensor, params: dict) -> torch.Tensor:
         return self.bound_likelihood(_gmm_bin_mass(y_tilde, params["weight"], params["mean"], params["scale"]))

@@ -69,14 +69,14 @@ def test_activations_are_close_to_pytorch():
 def test_avx2_and_baseline_vector_widths_give_the_same_bits(tmp_path):
     script = ("import numpy as np, sys; from codec.exact import _kernels as K; r = np.random.default_rng(2); "
               "a, b, x = r.standard_normal((37, 301)), r.standard_normal((301, 203)), r.standard_normal(100003) * 4; "
-              "np.savez(sys.argv[1], isa=K.isa(), g=K.gemm(a, b, a[:, 0]), e=K.gelu(x), t=K.tanh(x))")
+              "np.savez(sys.argv[1], isa=K.isa(), g=K.gemm(a, b, a[:, 0]), e=K.gelu(x), t=K.tanh(x), p=K.exp(x))")
     outs = []
     for isa in ("native", "baseline"):
         env = {**os.environ, "NEUROCODEC_EXACT_ISA": isa}
         subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{isa}.npz")], env=env, cwd=ROOT, check=True)
         outs.append(np.load(tmp_path / f"{isa}.npz"))
     assert str(outs[1]["isa"]) == "baseline"
-    for key in ("g", "e", "t"):
+    for key in ("g", "e", "t", "p"):
         assert outs[0][key].tobytes() == outs[1][key].tobytes(), key
 
 
@@ -98,10 +98,14 @@ def test_layers_match_pytorch():
         exact.convert(torch.nn.Conv2d(6, 5, 3, stride=2))
 
 
-def test_shipped_model_parameters_match_the_pytorch_route(crop):
-    """On the shipped weights the exact route's parameters are those of coder version 3 up to
-    float64 roundings, so the codes agree (a code may differ only at a grid boundary)."""
-    net, _ = load_model("mlic-medium-gaussian")
+@pytest.mark.parametrize("model, pytorch_version, exact_version", [("mlic-medium-gaussian", 3, 4),
+                                                                   ("mlic-medium-gmm", 6, 7)])
+def test_shipped_model_parameters_match_the_pytorch_route(crop, model, pytorch_version, exact_version):
+    """On the shipped weights the exact route's parameters are those of the float64 PyTorch
+    route up to float64 roundings (the mixture's softmax on the exact exp), so the codes agree
+    (a code may differ only at a grid boundary)."""
+    net, _ = load_model(model)
+    family = net.likelihood
     x = codec.image.pixels.to_tensor(crop, net.stride)
     q = torch.tensor([4.0])
     with torch.no_grad():
@@ -110,24 +114,25 @@ def test_shipped_model_parameters_match_the_pytorch_route(crop):
     medians = net.z_medians().view(1, -1, 1, 1)
     z_hat = (torch.round(z - medians) + medians).double()
     params = []
-    for version in (3, 4):
+    for version in (pytorch_version, exact_version):
         param_net = codec.image.pipeline.parameter_net(net, version)
+        assert exact.is_parameter_net(param_net) == (version == exact_version)
         steps, seen = param_net.coding_steps(z_hat, q), []
         with torch.no_grad():
             step = next(steps)
             try:
                 while True:
                     seen.append({k: v.numpy() for k, v in step.params.items()})
-                    step = steps.send(torch.round(y[step.mask].double() - step.params["mean"]) + step.params["mean"])
+                    step = steps.send(torch.round(y[step.mask].double()))
             except StopIteration:
                 pass
         params.append(seen)
     assert len(params[0]) == len(params[1]) == 8
     for old, new in zip(*params):
-        for key in ("mean", "scale"):
+        for key in old:
             np.testing.assert_allclose(new[key], old[key], rtol=1e-11, atol=1e-12)
-        old_codes, new_codes = codec.entropy.quantize_params("gaussian", **old), exact.quantize_params("gaussian", **new)
-        assert all(np.mean(old_codes[k] != new_codes[k]) < 1e-3 for k in ("mean", "scale"))
+        old_codes, new_codes = codec.entropy.quantize_params(family, **old), exact.quantize_params(family, **new)
+        assert all(np.mean(old_codes[k] != new_codes[k]) < 1e-3 for k in old)
 
 
 def test_exact_grid_is_the_coders_grid():
@@ -141,12 +146,13 @@ def test_exact_grid_is_the_coders_grid():
 
 @pytest.mark.parametrize("model, oldest", [("mlic-medium-gaussian", 4), ("hyperprior-small", 4), ("mlic-medium-gmm", 5)])
 def test_newer_versions_hold_the_same_streams_where_they_change_nothing_for_the_model(crop, model, oldest, monkeypatch):
-    """Versions 5 and 6 write version 4's streams where codec.exact covers the model; version 6
-    changes only the multivariate mixture's steps, so a Gaussian mixture's streams are 5's."""
+    """Versions 5-7 write version 4's streams where codec.exact covers the model; 6 changes only
+    the multivariate mixture's steps; 7 moves the Gaussian mixture's parameters to codec.exact,
+    whose codes equal the float64 PyTorch route's here (they may differ at a grid boundary)."""
     data = encode_image(crop[:70, :100], model=model, quality=5)
-    assert read_container(data)[0].coder["version"] == codec.image.CODER_VERSION == 6
+    assert read_container(data)[0].coder["version"] == codec.image.CODER_VERSION == 7
     assert np.array_equal(decode_image(data), reconstruct(crop[:70, :100], model=model, quality=5))
-    for version in range(oldest, 6):
+    for version in range(oldest, 7):
         monkeypatch.setattr(codec.image.pipeline, "CODER_VERSION", version)
         older = encode_image(crop[:70, :100], model=model, quality=5)
         monkeypatch.undo()
@@ -164,10 +170,24 @@ def test_version_3_files_still_decode(crop, monkeypatch):
 
 
 def test_families_outside_the_exact_kernels_take_float64_pytorch_parameters():
-    assert exact.supports(build_mlic("mlic-tiny", "gaussian"))
-    for family in ("gg", "gmm", "mvgmm"):
+    for family in ("gaussian", "gmm"):
+        assert exact.supports(build_mlic("mlic-tiny", family))
+    gmm = build_mlic("mlic-tiny", "gmm")
+    assert not codec.image.pipeline.exact_parameters(gmm, 6) and codec.image.pipeline.exact_parameters(gmm, 7)
+    for family in ("gg", "mvgmm"):
         model = build_mlic("mlic-tiny", family)
-        assert not exact.supports(model) and not codec.image.pipeline.exact_parameters(model, 5)
-        assert next(codec.image.pipeline.parameter_net(model, 5).parameters()).dtype == torch.float64
+        assert not exact.supports(model) and not codec.image.pipeline.exact_parameters(model, 7)
+        assert next(codec.image.pipeline.parameter_net(model, 7).parameters()).dtype == torch.float64
         with pytest.raises(NotImplementedError):
             exact.parameter_net(model)
+
+
+def test_exact_mixture_weights_are_the_softmax_and_code_as_the_coder_does():
+    logits = torch.randn(1000, 3, dtype=torch.float64) * 4
+    weights = exact.ExactGaussianMixture(3).weights_of(logits)
+    torch.testing.assert_close(weights, torch.softmax(logits, -1), rtol=1e-14, atol=1e-15)
+    params = {"weight": weights.numpy(), "mean": np.random.default_rng(0).standard_normal((1000, 3)) * 5,
+              "scale": np.exp(np.random.default_rng(1).uniform(-2, 4, (1000, 3)))}
+    ours, coders = exact.quantize_params("gmm", **params), codec.entropy.quantize_params("gmm", **params)
+    assert np.array_equal(ours["weight"], coders["weight"]) and np.array_equal(ours["mean"], coders["mean"])
+    assert np.mean(ours["scale"] != coders["scale"]) < 1e-3

@@ -30,6 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from codec import entropy
 from codec.exact import _kernels
 from models.hyperprior import MeanScaleHyperprior
+from models.likelihoods import GaussianMixture
 from models.mlic import MLIC, ChannelReweight, LinearAttention
 
 DTYPE = torch.float64
@@ -39,8 +40,9 @@ PARAMETER_PATH = {
            "nonanchor_head", "lrp", "lrp_squash"),
     MeanScaleHyperprior: ("h_s",),
 }
-# families whose parameters follow from a head's output by exact operations (split, max)
-FAMILIES = ("gaussian", "laplace")
+# families whose parameters follow from a head's output by exact operations (split, max; for
+# mixtures the softmax on the exact exp, ExactGaussianMixture)
+FAMILIES = ("gaussian", "laplace", "gmm")
 
 
 # threads each product may use (`threads`): its outputs are the same bits on any number
@@ -253,6 +255,18 @@ class ExactChannelReweight(nn.Module):
         return x * (2 * gates)[:, :, None, None]
 
 
+class ExactGaussianMixture(GaussianMixture):
+    """The mixture whose weights are exp(l - max l) / (e_1 + ... + e_K), on the exact exp, summed
+    in component order (PyTorch's softmax rounds its exp and sum differently per CPU)."""
+
+    def weights_of(self, logits: torch.Tensor) -> torch.Tensor:
+        e = torch.from_numpy(elementwise("exp", _numpy(logits - logits.amax(-1, keepdim=True))))
+        total = e[..., 0]
+        for k in range(1, e.shape[-1]):
+            total = total + e[..., k]
+        return e / total.unsqueeze(-1)
+
+
 def _gelu(m: nn.GELU) -> nn.Module:
     if m.approximate != "none":
         raise NotImplementedError(f"no exact kernel for {m}")
@@ -304,6 +318,10 @@ def parameter_net(model: nn.Module) -> nn.Module:
         net._modules[name] = convert(model._modules[name])
     if isinstance(net, MLIC):
         net.heads_at_pass_positions = True
+        if isinstance(model.likelihood_family, GaussianMixture):
+            family = ExactGaussianMixture(model.likelihood_family.K)
+            net._modules["likelihood_family"] = family
+            object.__setattr__(net, "_step_family", family)  # as MLIC keeps it: outside the module tree
     net.exact_parameters = True
     return net
 
@@ -324,14 +342,27 @@ _MEAN_ONE = float(1 << entropy.GRID["mean_frac_bits"])
 
 def quantize_params(family: str, **params) -> dict:
     """entropy.quantize_params for the families of FAMILIES by comparisons and exact arithmetic
-    only: the same codes except where a scale falls within a rounding of a bound."""
-    if family not in FAMILIES or set(params) != {"mean", "scale"}:
-        raise entropy.EntropyCodingError(f"exact codes cover {FAMILIES} (mean, scale), not {family} {sorted(params)}")
-    mean, scale = (np.asarray(params[k], dtype=np.float64) for k in ("mean", "scale"))
-    if mean.shape != scale.shape or not (np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
+    only: the same codes except where a scale falls within a rounding of a bound (mixture
+    weights: rint(w * (one / s)) as there, the sum s taken in component order)."""
+    keys = ("weight", "mean", "scale") if family == "gmm" else ("mean", "scale")
+    if family not in FAMILIES or set(params) != set(keys):
+        raise entropy.EntropyCodingError(f"exact codes cover {FAMILIES} ({', '.join(keys)}), not {family} {sorted(params)}")
+    arrays = {k: np.asarray(params[k], dtype=np.float64) for k in keys}
+    if len({a.shape for a in arrays.values()}) != 1 or not all(np.all(np.isfinite(a)) for a in arrays.values()):
         raise entropy.EntropyCodingError("parameters must be finite arrays of one shape")
-    if np.any(scale <= 0):
+    if np.any(arrays["scale"] <= 0):
         raise entropy.EntropyCodingError("scale must be > 0")
     limit = 2**31 - 1
-    return {"mean": np.clip(np.rint(mean * _MEAN_ONE), -limit, limit).astype(np.int32),
-            "scale": np.searchsorted(SCALE_BOUNDS, scale, side="right").astype(np.int32)}
+    codes = {"mean": np.clip(np.rint(arrays["mean"] * _MEAN_ONE), -limit, limit).astype(np.int32),
+             "scale": np.searchsorted(SCALE_BOUNDS, arrays["scale"], side="right").astype(np.int32)}
+    if family == "gmm":
+        w = arrays["weight"]
+        if w.ndim < 1 or not 1 <= w.shape[-1] <= entropy.GRID["max_k"] or np.any(w < 0):
+            raise entropy.EntropyCodingError(f"mixture weights must be >= 0 over 1..{entropy.GRID['max_k']} components")
+        total = w[..., 0]
+        for k in range(1, w.shape[-1]):
+            total = total + w[..., k]
+        if np.any(total <= 0):
+            raise entropy.EntropyCodingError("all mixture weights of a symbol are zero")
+        codes["weight"] = np.rint(w * (entropy.GRID["weight_one"] / total)[..., None]).astype(np.int32)
+    return codes

@@ -44,7 +44,7 @@ from codec.threads import Pool, torch_threads
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model, split_release
 
 COLOR_FORMAT = "rgb8"
-CODER_VERSION = 6
+CODER_VERSION = 7
 # The precision of the hyper and context networks that compute the coder's parameters, per
 # coder version. Version 1 computed them in float32, whose rounding differs between PyTorch's
 # AVX2, AVX512 and scalar kernels by more than the parameter grid, so its files decode only
@@ -56,9 +56,12 @@ CODER_VERSION = 6
 # streams of version 4), float64 PyTorch elsewhere, and Gaussian-mixture steps code residuals
 # around their heaviest component's mean (codec.image.ycoding). Version 6 is version 5 with
 # the multivariate mixture's steps coding residuals too (the same bytes for every other model).
+# Version 7 computes the Gaussian mixture's parameters on codec.exact too (its softmax on the
+# exact exp); the same bytes as version 6 for every other model.
 PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.float64, 4: torch.float64, 5: torch.float64,
-                    6: torch.float64}
+                    6: torch.float64, 7: torch.float64}
 EXACT_SINCE = 4
+EXACT_MIXTURES_SINCE = 7
 MIXTURE_RESIDUALS_SINCE = {"gmm": 5, "mvgmm": 6}
 
 
@@ -70,6 +73,8 @@ def mixture_residuals(model, version: int) -> bool:
 
 def exact_parameters(model, version: int) -> bool:
     """Whether files of this coder version take the model's parameters from codec.exact."""
+    if getattr(model, "likelihood", None) == "gmm" and version < EXACT_MIXTURES_SINCE:
+        return False
     return version == EXACT_SINCE or (version > EXACT_SINCE and exact.supports(model))
 
 
