@@ -6,9 +6,8 @@ core; mixtures within 1.3x of the Gaussian).
         [--quality 4] [--repeat 3] [--families gaussian gg gmm mvgmm]
 
 Each family's weights are the shipped Gaussian's carried over by `train --init` (GG as
-beta = 2, GMM as equal components; mvgmm keeps fresh heads, so its law and rate are not a
-trained one's), exported and coded as real files, so the coder sees laws shaped like a trained
-model's. One thread (`threads=1`); the families interleaved in every round, best of `--repeat`.
+beta = 2, the mixtures as equal components), exported and coded as real files, so the coder
+sees laws shaped like a trained model's. One thread (`threads=1`); the families interleaved in every round, best of `--repeat`.
 """
 import argparse
 import tempfile
