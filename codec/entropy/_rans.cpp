@@ -671,11 +671,12 @@ struct GMMModel {
     V4 v = (0.5 + acc) * s.R;  // quant, per lane
     v = v > 0.0 ? v : 0.0;
     v = v < s.R ? v : s.R;
-    const I4 qv = __builtin_convertvector(v, I4);
-    for (int j = 0; j < 4; ++j) {
-      const int64_t k = k0 - 1 + j;
-      C[j] = k <= s.lo ? 0 : (k > s.hi ? c.esc : (uint32_t)qv[j] + (uint32_t)(k - s.lo));
-    }
+    // cum_of per lane, k - lo = d (|d| < 2^21 in the support and next to it)
+    const I4 d = (int32_t)(k0 - s.lo) + (I4){-1, 0, 1, 2};
+    I4 cv = __builtin_convertvector(v, I4) + d;
+    cv = d <= 0 ? 0 : cv;
+    cv = d > (int32_t)(s.hi - s.lo) ? (int32_t)c.esc : cv;
+    std::memcpy(C, &cv, 16);
   }
   // decoder: the quantile at cf of the Gaussian with the mixture's mean and variance (the
   // moments do not depend on the coder's state).  It is a rougher start than a Gaussian's,
