@@ -778,8 +778,9 @@ struct Dec {
   uint64_t x;
   const uint32_t* w;
   size_t nw, pos;
-  // carry == 0: the stream starts with its flushed state; else it continues a chain
-  Dec(const uint32_t* w_, size_t nw_, uint64_t carry) : w(w_), nw(nw_) {
+  // carry == 0: the stream starts with its flushed state; else it continues a chain.  (Every
+  // member is inlined, so that the decoders keep the state in a register.)
+  NC_INLINE Dec(const uint32_t* w_, size_t nw_, uint64_t carry) : w(w_), nw(nw_) {
     if (checked_carry(carry)) {
       x = carry;
       pos = 0;
@@ -799,12 +800,12 @@ struct Dec {
       x = (x << 32) | w[pos++];
     }
   }
-  inline uint32_t get_bits(int nbits) {
+  NC_INLINE uint32_t get_bits(int nbits) {
     uint32_t v = (uint32_t)(x & ((1ull << nbits) - 1));
     advance(v, 1, v, nbits);
     return v;
   }
-  inline int64_t get_escape_payload() {
+  NC_INLINE int64_t get_escape_payload() {
     int nb = (int)get_bits(6);
     if (nb > 40) throw CodingError("corrupt stream (bad escape length)");
     if (nb == 0) return 0;
@@ -818,7 +819,7 @@ struct Dec {
     return (u & 1) ? -(int64_t)((u + 1) / 2) : (int64_t)(u / 2);
   }
   // every word must be read; the last part of a chain (final) ends where the encoder began
-  void check_end(bool final) const {
+  NC_INLINE void check_end(bool final) const {
     if (pos != nw || (final && x != RANS_L)) throw CodingError("corrupt or truncated stream (final state mismatch)");
   }
 };
