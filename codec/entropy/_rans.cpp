@@ -26,7 +26,7 @@
 
 namespace py = pybind11;
 
-// the hot helpers are always inlined, also into the decoder's AVX2 copy (decode_impl), where
+// the hot helpers are always inlined, also into the decoder's AVX2 copy (decode_avx2), where
 // GCC does not inline functions of the baseline target by itself
 #define NC_INLINE __attribute__((always_inline)) inline
 
@@ -373,8 +373,16 @@ static NC_INLINE __m128d gauss_g2(__m128d z) { return gauss_g2s(_mm_mul_pd(z, _m
 typedef double V4 __attribute__((vector_size(32)));
 typedef int64_t L4 __attribute__((vector_size(32)));
 typedef int32_t I4 __attribute__((vector_size(16)));
+// (functions taking or returning them are always inlined, so the baseline target's ABI for
+// passing 32-byte vectors, which GCC warns about, never applies)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#if defined(__clang__)
+#define NC_SHUFFLE4(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
+#else
+#define NC_SHUFFLE4(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (L4){i0, i1, i2, i3})
+#endif
 // gauss_gs at four points: per lane the IEEE operations of gauss_gs (the same values); the
-// table rows are loaded whole and transposed.  (Vectors pass by reference: no AVX argument ABI.)
+// table rows are loaded whole and transposed
 static NC_INLINE V4 gauss_g4s(V4 zs) {
   const L4 sign = {INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN};
   const V4 az = (V4)((L4)zs & ~sign);
@@ -386,10 +394,10 @@ static NC_INLINE V4 gauss_g4s(V4 zs) {
   std::memcpy(&r1, &GTAB[4 * (uint32_t)i[1]], 32);
   std::memcpy(&r2, &GTAB[4 * (uint32_t)i[2]], 32);
   std::memcpy(&r3, &GTAB[4 * (uint32_t)i[3]], 32);
-  const V4 t0 = __builtin_shuffle(r0, r1, (L4){0, 4, 2, 6}), t1 = __builtin_shuffle(r0, r1, (L4){1, 5, 3, 7});
-  const V4 t2 = __builtin_shuffle(r2, r3, (L4){0, 4, 2, 6}), t3 = __builtin_shuffle(r2, r3, (L4){1, 5, 3, 7});
-  const V4 c0 = __builtin_shuffle(t0, t2, (L4){0, 1, 4, 5}), c2 = __builtin_shuffle(t0, t2, (L4){2, 3, 6, 7});
-  const V4 c1 = __builtin_shuffle(t1, t3, (L4){0, 1, 4, 5}), c3 = __builtin_shuffle(t1, t3, (L4){2, 3, 6, 7});
+  const V4 t0 = NC_SHUFFLE4(r0, r1, 0, 4, 2, 6), t1 = NC_SHUFFLE4(r0, r1, 1, 5, 3, 7);
+  const V4 t2 = NC_SHUFFLE4(r2, r3, 0, 4, 2, 6), t3 = NC_SHUFFLE4(r2, r3, 1, 5, 3, 7);
+  const V4 c0 = NC_SHUFFLE4(t0, t2, 0, 1, 4, 5), c2 = NC_SHUFFLE4(t0, t2, 2, 3, 6, 7);
+  const V4 c1 = NC_SHUFFLE4(t1, t3, 0, 1, 4, 5), c3 = NC_SHUFFLE4(t1, t3, 2, 3, 6, 7);
   const V4 g = c0 + f * (c1 + f * (c2 + f * c3));
   return (V4)((L4)g | ((L4)zs & sign));  // g >= 0: copysign
 }
@@ -671,7 +679,7 @@ struct GMMModel {
     V4 v = (0.5 + acc) * s.R;  // quant, per lane
     v = v > 0.0 ? v : 0.0;
     v = v < s.R ? v : s.R;
-    // cum_of per lane, k - lo = d (|d| < 2^21 in the support and next to it)
+    // cum_of per lane, d = k - lo (int32: supports span under 2^24 symbols)
     const I4 d = (int32_t)(k0 - s.lo) + (I4){-1, 0, 1, 2};
     I4 cv = __builtin_convertvector(v, I4) + d;
     cv = d <= 0 ? 0 : cv;
@@ -693,7 +701,8 @@ struct GMMModel {
     double sd = std::sqrt(v);
     // clamped to the support as a double: the decoder's chain of dependent work never leaves
     // the floating-point unit between cf and C(start)
-    return dmin(dmax(nearest(m + gauss_quantile((int64_t)cf - (s.mode - s.lo), c.prec) * sd), (double)s.lo), (double)s.hi);
+    const double k = nearest(m + gauss_quantile((int64_t)cf - (s.mode - s.lo), c.prec) * sd);
+    return dmin(dmax(k, (double)s.lo), (double)s.hi);
   }
 };
 
@@ -715,7 +724,7 @@ struct HasF2<M, std::void_t<decltype(&M::F2)>> : std::true_type {};
 // C(k) and C(k + 1) together
 template <class Model>
 static NC_INLINE void cum2(const Model& mdl, const typename Model::Sym& s, int64_t ka, int64_t kb, const Ctx& c,
-                        uint32_t& ca, uint32_t& cb) {
+                           uint32_t& ca, uint32_t& cb) {
   if constexpr (HasF2<Model>::value) {
     double fa, fb;
     mdl.F2(s, ka, kb, fa, fb);
@@ -888,8 +897,8 @@ static NC_INLINE void window4(const Model& mdl, const typename Model::Sym& s, do
 
 // VEC4: mixtures evaluate their windows in four lanes (the AVX2 copy)
 template <class Model, bool VEC4>
-NC_INLINE void decode_body(const Model& mdl, const uint32_t* w, size_t nw, int32_t* out, size_t n, const Ctx& c,
-                           uint64_t& state, bool final) {
+static NC_INLINE void decode_body(const Model& mdl, const uint32_t* w, size_t nw, int32_t* out, size_t n,
+                                  const Ctx& c, uint64_t& state, bool final) {
   Dec dec(w, nw, state);
   typename Model::Sym s;
   const uint32_t mask = c.M - 1;
