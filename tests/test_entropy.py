@@ -1,5 +1,9 @@
 """Tests for codec.entropy (rANS, table mode, parametric Gaussian/Laplace/GG/GMM)."""
 import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -295,6 +299,20 @@ def test_golden_bytes_latent_like_and_decode(case):
     data = E.encode(fam, sym, codes)
     assert hashlib.sha256(data).hexdigest() == GOLDEN_LATENT[case]
     np.testing.assert_array_equal(E.decode(fam, data, codes), sym)
+
+
+def test_mixture_decoders_of_both_instruction_sets_agree():
+    """Mixtures decode with an AVX2 copy of the decoder where the CPU has it; the baseline one
+    (forced by NEUROCODEC_RANS_ISA) must read the same streams to the same symbols."""
+    script = ("import sys, numpy as np; sys.path.insert(0, 'tests'); from test_entropy import _latent_like; "
+              "from codec import entropy as E\n"
+              "for K in (2, 3, 5):\n"
+              "    sym, codes = _latent_like(K, 3000, 1745, 3585, K)\n"
+              "    assert np.array_equal(E.decode('gmm', E.encode('gmm', sym, codes), codes), sym), K")
+    root = Path(__file__).resolve().parents[1]
+    for isa in ("native", "baseline"):
+        env = {**os.environ, "NEUROCODEC_RANS_ISA": isa, "PYTHONPATH": str(root)}
+        subprocess.run([sys.executable, "-c", script], env=env, cwd=root, check=True)
 
 
 # ----------------------------------------------------------------- robustness

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -24,6 +25,10 @@
 #endif
 
 namespace py = pybind11;
+
+// the hot helpers are always inlined, also into the decoder's AVX2 copy (decode_avx2), where
+// GCC does not inline functions of the baseline target by itself
+#define NC_INLINE __attribute__((always_inline)) inline
 
 namespace nc {
 
@@ -143,7 +148,7 @@ static double lgamma_slow(double z) {
 static constexpr int GZ_STEPS = 32;
 static constexpr double GZ_MAX = 9.0;
 static constexpr int GZ_N = (int)(GZ_MAX * GZ_STEPS);
-static double GTAB[4 * (GZ_N + 1)];
+alignas(32) static double GTAB[4 * (GZ_N + 1)];  // a row (c0..c3) per 32-byte block
 // Laplace: g(z) = 0.5 - 0.5 exp(-z) over [0, 24), same layout.
 static constexpr int LZ_STEPS = 32;
 static constexpr double LZ_MAX = 24.0;
@@ -314,16 +319,23 @@ static inline double with_sign_of(double g, double z) {  // g >= 0: copysign(g, 
   std::memcpy(&r, &bg, 8);
   return r;
 }
-// min(a, b) of two numbers (no NaN here) without a branch: the compiler turns the plain
+// min(a, b), max(a, b) of two numbers (no NaN here) without a branch: the compiler turns the plain
 // ternary into a jump, which mispredicts wherever some mixture components saturate
-static inline double dmin(double a, double b) {
+static NC_INLINE double dmin(double a, double b) {
 #ifdef __SSE2__
   return _mm_cvtsd_f64(_mm_min_sd(_mm_set_sd(a), _mm_set_sd(b)));
 #else
   return a < b ? a : b;
 #endif
 }
-static inline double table_g(const double* tab, int steps, int n, double az) {
+static NC_INLINE double dmax(double a, double b) {
+#ifdef __SSE2__
+  return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(a), _mm_set_sd(b)));
+#else
+  return a > b ? a : b;
+#endif
+}
+static NC_INLINE double table_g(const double* tab, int steps, int n, double az) {
   double u = dmin(az * (double)steps, (double)n);  // clamp to the sentinel interval (also for huge az)
   int i = (int)u;
   double s = u - (double)i;
@@ -332,17 +344,20 @@ static inline double table_g(const double* tab, int steps, int n, double az) {
 }
 // sign(z) g(|z|) from a table whose g(0) is +0.  fabs and copysign are single bit operations;
 // they give the values of dabs / with_sign_of except that |-0| is +0, and g(+-0) is +0 either way.
-static inline double signed_g(const double* tab, int steps, int n, double z) {
+static NC_INLINE double signed_g(const double* tab, int steps, int n, double z) {
   return std::copysign(table_g(tab, steps, n, std::fabs(z)), z);
 }
-static inline double gauss_g(double z) { return signed_g(GTAB, GZ_STEPS, GZ_N, z); }
+static NC_INLINE double gauss_g(double z) { return signed_g(GTAB, GZ_STEPS, GZ_N, z); }
+// gauss_g(z) from zs = GZ_STEPS z (a power of two, so zs has the bits of z * GZ_STEPS)
+static NC_INLINE double gauss_gs(double zs) { return signed_g(GTAB, 1, GZ_N, zs); }
 static inline double gauss_cdf(double z) { return 0.5 + gauss_g(z); }
 #ifdef __SSE2__
 // gauss_g at two points (the coder evaluates C(k) and C(k + 1) together): per lane the same
 // IEEE operations in the same order as gauss_g, so the same values, in half the instructions
-static inline __m128d gauss_g2(__m128d z) {
+// zs = GZ_STEPS z (a power of two: the same bits as z * GZ_STEPS wherever it is computed)
+static NC_INLINE __m128d gauss_g2s(__m128d zs) {
   const __m128d sign = _mm_set1_pd(-0.0);
-  __m128d u = _mm_min_pd(_mm_mul_pd(_mm_andnot_pd(sign, z), _mm_set1_pd((double)GZ_STEPS)), _mm_set1_pd((double)GZ_N));
+  __m128d u = _mm_min_pd(_mm_andnot_pd(sign, zs), _mm_set1_pd((double)GZ_N));
   __m128i i = _mm_cvttpd_epi32(u);
   __m128d s = _mm_sub_pd(u, _mm_cvtepi32_pd(i));
   const double* p0 = &GTAB[4 * _mm_cvtsi128_si32(i)];
@@ -350,10 +365,45 @@ static inline __m128d gauss_g2(__m128d z) {
   __m128d c0 = _mm_loadh_pd(_mm_load_sd(p0), p1), c1 = _mm_loadh_pd(_mm_load_sd(p0 + 1), p1 + 1);
   __m128d c2 = _mm_loadh_pd(_mm_load_sd(p0 + 2), p1 + 2), c3 = _mm_loadh_pd(_mm_load_sd(p0 + 3), p1 + 3);
   __m128d g = _mm_add_pd(c0, _mm_mul_pd(s, _mm_add_pd(c1, _mm_mul_pd(s, _mm_add_pd(c2, _mm_mul_pd(s, c3))))));
-  return _mm_or_pd(g, _mm_and_pd(sign, z));  // g >= 0: copysign
+  return _mm_or_pd(g, _mm_and_pd(sign, zs));  // g >= 0: copysign
 }
+static NC_INLINE __m128d gauss_g2(__m128d z) { return gauss_g2s(_mm_mul_pd(z, _mm_set1_pd((double)GZ_STEPS))); }
+#endif
+// Four lanes as GCC vectors: one AVX2 operation each in the decoder's AVX2 copy.
+typedef double V4 __attribute__((vector_size(32)));
+typedef int64_t L4 __attribute__((vector_size(32)));
+typedef int32_t I4 __attribute__((vector_size(16)));
+// (functions taking or returning them are always inlined, so the baseline target's ABI for
+// passing 32-byte vectors, which GCC warns about, never applies)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#if defined(__clang__)
+#define NC_SHUFFLE4(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
+#else
+#define NC_SHUFFLE4(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (L4){i0, i1, i2, i3})
+#endif
+// gauss_gs at four points: per lane the IEEE operations of gauss_gs (the same values); the
+// table rows are loaded whole and transposed
+static NC_INLINE V4 gauss_g4s(V4 zs) {
+  const L4 sign = {INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN};
+  const V4 az = (V4)((L4)zs & ~sign);
+  const V4 u = az < (double)GZ_N ? az : (double)GZ_N;  // min(az, GZ_N), as dmin
+  const I4 i = __builtin_convertvector(u, I4);
+  const V4 f = u - __builtin_convertvector(i, V4);
+  V4 r0, r1, r2, r3;
+  std::memcpy(&r0, &GTAB[4 * (uint32_t)i[0]], 32);
+  std::memcpy(&r1, &GTAB[4 * (uint32_t)i[1]], 32);
+  std::memcpy(&r2, &GTAB[4 * (uint32_t)i[2]], 32);
+  std::memcpy(&r3, &GTAB[4 * (uint32_t)i[3]], 32);
+  const V4 t0 = NC_SHUFFLE4(r0, r1, 0, 4, 2, 6), t1 = NC_SHUFFLE4(r0, r1, 1, 5, 3, 7);
+  const V4 t2 = NC_SHUFFLE4(r2, r3, 0, 4, 2, 6), t3 = NC_SHUFFLE4(r2, r3, 1, 5, 3, 7);
+  const V4 c0 = NC_SHUFFLE4(t0, t2, 0, 1, 4, 5), c2 = NC_SHUFFLE4(t0, t2, 2, 3, 6, 7);
+  const V4 c1 = NC_SHUFFLE4(t1, t3, 0, 1, 4, 5), c3 = NC_SHUFFLE4(t1, t3, 2, 3, 6, 7);
+  const V4 g = c0 + f * (c1 + f * (c2 + f * c3));
+  return (V4)((L4)g | ((L4)zs & sign));  // g >= 0: copysign
+}
+#ifdef __SSE2__
 // the arguments ka - 0.5 and kb - 0.5 of F(ka), F(kb)
-static inline __m128d edges2(int64_t ka, int64_t kb) {
+static NC_INLINE __m128d edges2(int64_t ka, int64_t kb) {
   return _mm_sub_pd(_mm_set_pd((double)kb, (double)ka), _mm_set1_pd(0.5));
 }
 #endif
@@ -410,16 +460,17 @@ static void init_gauss_inverse() {
   }
 }
 // z with Phi(z) ~ (v + 0.5) / 2^prec for an integer v (clamped to [0, 2^prec))
-static inline double gauss_quantile(int64_t v, int prec) {
+static NC_INLINE double gauss_quantile(int64_t v, int prec) {
   const int64_t vmax = ((int64_t)1 << prec) - 1;
   v = v < 0 ? 0 : (v > vmax ? vmax : v);
   return QU[v >> (prec - QU_BITS)];
 }
 // the integer nearest to x (ties to even), for |x| < 2^51: a start, so any rounding would do
-static inline int64_t nearest_int(double x) {
+static NC_INLINE double nearest(double x) {
   const double big = 6755399441055744.0;  // 1.5 * 2^52
-  return (int64_t)((x + big) - big);
+  return (x + big) - big;
 }
+static NC_INLINE int64_t nearest_int(double x) { return (int64_t)nearest(x); }
 
 // ------------------------------------------------------------------ per-symbol models
 struct Ctx {
@@ -441,15 +492,15 @@ struct SymBase {
   int64_t lo, hi, mode;
   double R;  // M - ESC_FREQ - (hi - lo + 1)
 };
-static inline int64_t mode_of(int32_t mean_code) { return ((int64_t)mean_code + 32768) >> 16; }
-static inline void finish_support(SymBase& s, int64_t lo, int64_t hi, const Ctx& c) {
+static NC_INLINE int64_t mode_of(int32_t mean_code) { return ((int64_t)mean_code + 32768) >> 16; }
+static NC_INLINE void finish_support(SymBase& s, int64_t lo, int64_t hi, const Ctx& c) {
   if (s.mode - lo > c.wmax) lo = s.mode - c.wmax;
   if (hi - s.mode > c.wmax) hi = s.mode + c.wmax;
   s.lo = lo;
   s.hi = hi;
   s.R = (double)(c.esc - (uint32_t)(hi - lo + 1));
 }
-static inline uint32_t quant(double F, double R) {
+static NC_INLINE uint32_t quant(double F, double R) {
   double v = F * R;
   v = v > 0.0 ? v : 0.0;
   v = v < R ? v : R;
@@ -532,15 +583,18 @@ struct GGModel {
 // K (2..8) is a template parameter so that the component loops unroll.  Components with a
 // zero weight stay in the sums with weight 0: they add exact zeros, which leaves every
 // F (= 0.5 + the sum) bit-identical to skipping them, and no branch depends on the weights.
+// The sums start at the first term rather than at 0.0: 0.0 + t differs from t only for
+// t = -0, and a sum that differs only in the sign of a zero gives the same 0.5 + sum.
+// The inverse scales are stored times GZ_STEPS (exact), which saves gauss_g's multiply.
 template <int K>
 struct GMMModel {
   const int32_t *weight, *mean, *scale;
   inline void prefetch(size_t) const {}
   struct Sym : SymBase {
-    double w[K], mu[K], inv[K], sd[K];  // w: normalized weights; sd: scales
+    double w[K], mu[K], inv[K], sd[K];  // w: normalized weights; inv: GZ_STEPS / scale; sd: scales
   };
   // support: union of the components' supports (clipped around the mode of the heaviest one)
-  inline void setup(size_t i, Sym& s, const Ctx& c) const {
+  NC_INLINE void setup(size_t i, Sym& s, const Ctx& c) const {
     const int32_t* wc = weight + i * K;
     const int32_t* mc = mean + i * K;
     const int32_t* sc = scale + i * K;
@@ -560,7 +614,7 @@ struct GMMModel {
       mode ^= (mode ^ m) & -(int64_t)better;  // better ? m : mode, without a branch
       s.w[q] = (double)wc[q];
       s.mu[q] = (double)mc[q] * MEAN_SCALE;
-      s.inv[q] = r.inv;
+      s.inv[q] = r.inv * (double)GZ_STEPS;
       s.sd[q] = r.scale;
     }
     s.mode = mode;
@@ -568,52 +622,76 @@ struct GMMModel {
     for (int q = 0; q < K; ++q) s.w[q] *= invW;
     finish_support(s, lo, hi, c);
   }
-  inline double F(const Sym& s, int64_t k) const {
-    double x = (double)k - 0.5, acc = 0.0;
-    int q = 0;
+  NC_INLINE double F(const Sym& s, int64_t k) const {
+    double x = (double)k - 0.5, acc;
+    int q;
 #ifdef __SSE2__
     // two components at a time; the sum still runs over them in order
-    for (; q + 1 < K; q += 2) {
+    for (q = 0; q + 1 < K; q += 2) {
       __m128d z = _mm_mul_pd(_mm_sub_pd(_mm_set1_pd(x), _mm_loadu_pd(&s.mu[q])), _mm_loadu_pd(&s.inv[q]));
-      __m128d t = _mm_mul_pd(_mm_loadu_pd(&s.w[q]), gauss_g2(z));
-      acc += _mm_cvtsd_f64(t);
+      __m128d t = _mm_mul_pd(_mm_loadu_pd(&s.w[q]), gauss_g2s(z));
+      acc = q == 0 ? _mm_cvtsd_f64(t) : acc + _mm_cvtsd_f64(t);
       acc += _mm_cvtsd_f64(_mm_unpackhi_pd(t, t));
     }
+#else
+    acc = s.w[0] * gauss_gs((x - s.mu[0]) * s.inv[0]);
+    q = 1;
 #endif
-    for (; q < K; ++q) {
-      double z = (x - s.mu[q]) * s.inv[q];
-      acc += s.w[q] * gauss_g(z);
-    }
+    for (; q < K; ++q) acc += s.w[q] * gauss_gs((x - s.mu[q]) * s.inv[q]);
     return 0.5 + acc;
   }
   // F(ka) and F(kb) in one pass (identical operations to two F calls)
-  inline void F2(const Sym& s, int64_t ka, int64_t kb, double& f0, double& f1) const {
+  NC_INLINE void F2(const Sym& s, int64_t ka, int64_t kb, double& f0, double& f1) const {
+    F2x(s, (double)ka - 0.5, (double)kb - 0.5, f0, f1);
+  }
+  // F at the edges x0 = ka - 0.5 and x1 = kb - 0.5
+  NC_INLINE void F2x(const Sym& s, double x0, double x1, double& f0, double& f1) const {
 #ifdef __SSE2__
-    __m128d x = edges2(ka, kb), acc = _mm_setzero_pd();
+    __m128d x = _mm_set_pd(x1, x0), acc;
     for (int q = 0; q < K; ++q) {
       __m128d z = _mm_mul_pd(_mm_sub_pd(x, _mm_set1_pd(s.mu[q])), _mm_set1_pd(s.inv[q]));
-      acc = _mm_add_pd(acc, _mm_mul_pd(_mm_set1_pd(s.w[q]), gauss_g2(z)));
+      __m128d t = _mm_mul_pd(_mm_set1_pd(s.w[q]), gauss_g2s(z));
+      acc = q == 0 ? t : _mm_add_pd(acc, t);
     }
     __m128d f = _mm_add_pd(_mm_set1_pd(0.5), acc);
     f0 = _mm_cvtsd_f64(f);
     f1 = _mm_cvtsd_f64(_mm_unpackhi_pd(f, f));
 #else
-    double x0 = (double)ka - 0.5, x1 = (double)kb - 0.5, a0 = 0.0, a1 = 0.0;
+    double a0 = 0.0, a1 = 0.0;
     for (int q = 0; q < K; ++q) {
-      double z0 = (x0 - s.mu[q]) * s.inv[q], z1 = (x1 - s.mu[q]) * s.inv[q];
-      a0 += s.w[q] * gauss_g(z0);
-      a1 += s.w[q] * gauss_g(z1);
+      double t0 = s.w[q] * gauss_gs((x0 - s.mu[q]) * s.inv[q]), t1 = s.w[q] * gauss_gs((x1 - s.mu[q]) * s.inv[q]);
+      a0 = q == 0 ? t0 : a0 + t0;
+      a1 = q == 0 ? t1 : a1 + t1;
     }
     f0 = 0.5 + a0;
     f1 = 0.5 + a1;
 #endif
+  }
+  // decoder: C(k0 - 1 .. k0 + 2) in four lanes, k0d = (double)k0; per lane the operations of F2x
+  // and cum_of, so the values of cum
+  NC_INLINE void cum4(const Sym& s, double k0d, int64_t k0, const Ctx& c, uint32_t C[4]) const {
+    const V4 x = k0d + (V4){-1.5, -0.5, 0.5, 1.5};
+    V4 acc;
+    for (int q = 0; q < K; ++q) {
+      const V4 t = s.w[q] * gauss_g4s((x - s.mu[q]) * s.inv[q]);
+      acc = q == 0 ? t : acc + t;
+    }
+    V4 v = (0.5 + acc) * s.R;  // quant, per lane
+    v = v > 0.0 ? v : 0.0;
+    v = v < s.R ? v : s.R;
+    // cum_of per lane, d = k - lo (int32: supports span under 2^24 symbols)
+    const I4 d = (int32_t)(k0 - s.lo) + (I4){-1, 0, 1, 2};
+    I4 cv = __builtin_convertvector(v, I4) + d;
+    cv = d <= 0 ? 0 : cv;
+    cv = d > (int32_t)(s.hi - s.lo) ? (int32_t)c.esc : cv;
+    std::memcpy(C, &cv, 16);
   }
   // decoder: the quantile at cf of the Gaussian with the mixture's mean and variance (the
   // moments do not depend on the coder's state).  It is a rougher start than a Gaussian's,
   // so the symbols next to it are evaluated too.  Measured on issue 37's data: faster than
   // starting at the heaviest component's mode for scales 0.11-16, as fast for 0.11-1.
   static constexpr bool START_WINDOW = true;
-  inline int64_t start(const Sym& s, uint32_t cf, const Ctx& c) const {
+  NC_INLINE double start(const Sym& s, uint32_t cf, const Ctx& c) const {
     double m = 0.0, v = 0.0;
     for (int q = 0; q < K; ++q) m += s.w[q] * s.mu[q];
     for (int q = 0; q < K; ++q) {
@@ -621,16 +699,23 @@ struct GMMModel {
       v += s.w[q] * (s.sd[q] * s.sd[q] + d * d);
     }
     double sd = std::sqrt(v);
-    return nearest_int(m + gauss_quantile((int64_t)cf - (s.mode - s.lo), c.prec) * sd);
+    // clamped to the support as a double: the decoder's chain of dependent work never leaves
+    // the floating-point unit between cf and C(start)
+    const double k = nearest(m + gauss_quantile((int64_t)cf - (s.mode - s.lo), c.prec) * sd);
+    return dmin(dmax(k, (double)s.lo), (double)s.hi);
   }
 };
 
 // cumulative frequency of symbol k, lo <= k <= hi + 1
 template <class Model>
-static inline uint32_t cum(const Model& mdl, const typename Model::Sym& s, int64_t k, const Ctx& c) {
+static NC_INLINE uint32_t cum(const Model& mdl, const typename Model::Sym& s, int64_t k, const Ctx& c) {
   if (k <= s.lo) return 0;
   if (k > s.hi) return c.esc;
   return quant(mdl.F(s, k), s.R) + (uint32_t)(k - s.lo);
+}
+// C(k) from F(k)
+static NC_INLINE uint32_t cum_of(const SymBase& s, int64_t k, double F, const Ctx& c) {
+  return k <= s.lo ? 0 : (k > s.hi ? c.esc : quant(F, s.R) + (uint32_t)(k - s.lo));
 }
 template <class M, class = void>
 struct HasF2 : std::false_type {};
@@ -638,13 +723,13 @@ template <class M>
 struct HasF2<M, std::void_t<decltype(&M::F2)>> : std::true_type {};
 // C(k) and C(k + 1) together
 template <class Model>
-static inline void cum2(const Model& mdl, const typename Model::Sym& s, int64_t ka, int64_t kb, const Ctx& c,
-                        uint32_t& ca, uint32_t& cb) {
+static NC_INLINE void cum2(const Model& mdl, const typename Model::Sym& s, int64_t ka, int64_t kb, const Ctx& c,
+                           uint32_t& ca, uint32_t& cb) {
   if constexpr (HasF2<Model>::value) {
     double fa, fb;
     mdl.F2(s, ka, kb, fa, fb);
-    ca = ka <= s.lo ? 0 : (ka > s.hi ? c.esc : quant(fa, s.R) + (uint32_t)(ka - s.lo));
-    cb = kb <= s.lo ? 0 : (kb > s.hi ? c.esc : quant(fb, s.R) + (uint32_t)(kb - s.lo));
+    ca = cum_of(s, ka, fa, c);
+    cb = cum_of(s, kb, fb, c);
   } else {
     ca = cum(mdl, s, ka, c);
     cb = cum(mdl, s, kb, c);
@@ -702,8 +787,9 @@ struct Dec {
   uint64_t x;
   const uint32_t* w;
   size_t nw, pos;
-  // carry == 0: the stream starts with its flushed state; else it continues a chain
-  Dec(const uint32_t* w_, size_t nw_, uint64_t carry) : w(w_), nw(nw_) {
+  // carry == 0: the stream starts with its flushed state; else it continues a chain.  (Every
+  // member is inlined, so that the decoders keep the state in a register.)
+  NC_INLINE Dec(const uint32_t* w_, size_t nw_, uint64_t carry) : w(w_), nw(nw_) {
     if (checked_carry(carry)) {
       x = carry;
       pos = 0;
@@ -716,19 +802,19 @@ struct Dec {
   }
   // the throw lives out of line so that advance stays small enough to inline
   [[noreturn]] static void read_past_end() { throw CodingError("truncated or corrupt stream (read past the end)"); }
-  inline void advance(uint32_t start, uint32_t freq, uint32_t cf, int prec) {
+  NC_INLINE void advance(uint32_t start, uint32_t freq, uint32_t cf, int prec) {
     x = (uint64_t)freq * (x >> prec) + cf - start;
     if (x < RANS_L) {
       if (pos >= nw) read_past_end();
       x = (x << 32) | w[pos++];
     }
   }
-  inline uint32_t get_bits(int nbits) {
+  NC_INLINE uint32_t get_bits(int nbits) {
     uint32_t v = (uint32_t)(x & ((1ull << nbits) - 1));
     advance(v, 1, v, nbits);
     return v;
   }
-  inline int64_t get_escape_payload() {
+  NC_INLINE int64_t get_escape_payload() {
     int nb = (int)get_bits(6);
     if (nb > 40) throw CodingError("corrupt stream (bad escape length)");
     if (nb == 0) return 0;
@@ -742,12 +828,12 @@ struct Dec {
     return (u & 1) ? -(int64_t)((u + 1) / 2) : (int64_t)(u / 2);
   }
   // every word must be read; the last part of a chain (final) ends where the encoder began
-  void check_end(bool final) const {
+  NC_INLINE void check_end(bool final) const {
     if (pos != nw || (final && x != RANS_L)) throw CodingError("corrupt or truncated stream (final state mismatch)");
   }
 };
 
-static inline int32_t checked_symbol(int64_t k) {
+static NC_INLINE int32_t checked_symbol(int64_t k) {
   if (k < INT32_MIN || k > INT32_MAX) throw CodingError("corrupt stream (escaped value out of int32 range)");
   return (int32_t)k;
 }
@@ -795,9 +881,24 @@ static std::vector<uint32_t> encode_impl(const Model& mdl, const int32_t* sym, s
   return enc.finish(flush);
 }
 
-template <class Model>
-static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t* out, size_t n, const Ctx& c,
-                        uint64_t& state, bool final) {
+// C(k - 1 .. k + 2) of a mixture, kd = (double)k; VEC4: in four lanes (the AVX2 decoder)
+template <bool VEC4, class Model>
+static NC_INLINE void window4(const Model& mdl, const typename Model::Sym& s, double kd, int64_t k, const Ctx& c,
+                              uint32_t C[4]) {
+  if constexpr (VEC4) {
+    mdl.cum4(s, kd, k, c, C);
+  } else {
+    double f[4];
+    mdl.F2x(s, kd - 1.5, kd - 0.5, f[0], f[1]);
+    mdl.F2x(s, kd + 0.5, kd + 1.5, f[2], f[3]);
+    for (int j = 0; j < 4; ++j) C[j] = cum_of(s, k - 1 + j, f[j], c);
+  }
+}
+
+// VEC4: mixtures evaluate their windows in four lanes (the AVX2 copy)
+template <class Model, bool VEC4>
+static NC_INLINE void decode_body(const Model& mdl, const uint32_t* w, size_t nw, int32_t* out, size_t n,
+                                  const Ctx& c, uint64_t& state, bool final) {
   Dec dec(w, nw, state);
   typename Model::Sym s;
   const uint32_t mask = c.M - 1;
@@ -812,20 +913,46 @@ static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t*
     }
     // search from the model's start at cf (its approximate inverse CDF, or the mode), with
     // C(k0) and C(k0 + 1) evaluated together; invariant C(a) <= cf < C(b)
-    int64_t k0 = std::min(std::max(mdl.start(s, cf, c), s.lo), s.hi);
+    int64_t k0;
     uint32_t c0, c1;
-    cum2(mdl, s, k0, k0 + 1, c, c0, c1);
     if constexpr (Model::START_WINDOW) {
-      // C(k0 - 1) and C(k0 + 2) as well (in parallel): a start one symbol off costs no search
-      uint32_t cm, cp;
-      cum2(mdl, s, k0 - 1, k0 + 2, c, cm, cp);
-      if (cf >= cm && cf < cp) {
-        const uint32_t C[4] = {cm, c0, c1, cp};
-        int j = (cf >= c0) + (cf >= c1);  // symbol k0 - 1 + j
-        dec.advance(C[j], C[j + 1] - C[j], cf, c.prec);
-        out[i] = (int32_t)(k0 - 1 + j);
+      // C(k0 - 1) and C(k0 + 2) as well (in parallel): a start one symbol off costs no search.
+      // The edges come from the start as a double (the same values as (double)k - 0.5).
+      const double k0d = mdl.start(s, cf, c);
+      k0 = (int64_t)k0d;
+      uint32_t C[4];
+      window4<VEC4>(mdl, s, k0d, k0, c, C);
+      const uint32_t cm = C[0], cp = C[3];
+      c0 = C[1];
+      c1 = C[2];
+      if (__builtin_expect(cf >= cm && cf < cp, 1)) {
+        // symbol k0 - 1 + g0 + g1 (g1 implies g0); masks rather than branches, which the
+        // position of cf in the window would mispredict
+        const uint32_t g0 = -(uint32_t)(cf >= c0), g1 = -(uint32_t)(cf >= c1);
+        const uint32_t ca = cm + (g0 & (c0 - cm)) + (g1 & (c1 - c0)), cb = c0 + (g0 & (c1 - c0)) + (g1 & (cp - c1));
+        dec.advance(ca, cb - ca, cf, c.prec);
+        out[i] = (int32_t)(k0 - 1 - (int32_t)g0 - (int32_t)g1);
         continue;
       }
+      // the four symbols next to the window on cf's side, W[j] = C(b + j), then the search
+      // beyond them (from k0 = b + 3 upward, or from k0 = b downward)
+      const bool up = cf >= cp;
+      const int64_t b = up ? k0 + 2 : k0 - 5;
+      uint32_t W[5];
+      window4<VEC4>(mdl, s, up ? k0d + 4.0 : k0d - 4.0, up ? k0 + 4 : k0 - 4, c, up ? W + 1 : W);
+      W[up ? 0 : 4] = up ? cp : cm;
+      if (cf >= W[0] && cf < W[4]) {
+        const int j = (cf >= W[1]) + (cf >= W[2]) + (cf >= W[3]);  // symbol b + j
+        dec.advance(W[j], W[j + 1] - W[j], cf, c.prec);
+        out[i] = (int32_t)(b + j);
+        continue;
+      }
+      k0 = up ? b + 3 : b;
+      c0 = up ? W[3] : W[0];
+      c1 = up ? W[4] : W[0];
+    } else {
+      k0 = std::min(std::max(mdl.start(s, cf, c), s.lo), s.hi);
+      cum2(mdl, s, k0, k0 + 1, c, c0, c1);
     }
     int64_t a, b;
     uint32_t ca, cb;
@@ -885,6 +1012,34 @@ static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t*
   }
   dec.check_end(final);
   state = dec.x;
+}
+
+// x86-64 builds target SSE2; mixtures are decoded by a copy of the decoder compiled for AVX2
+// where the CPU has it (the same IEEE operations, so the same symbols)
+#if defined(__x86_64__)
+#define NC_AVX2_DECODER 1
+template <class Model>
+__attribute__((target("avx2"))) static void decode_avx2(const Model& mdl, const uint32_t* w, size_t nw, int32_t* out,
+                                                      size_t n, const Ctx& c, uint64_t& state, bool final) {
+  decode_body<Model, true>(mdl, w, nw, out, n, c, state, final);
+}
+static bool use_avx2() {
+  static const bool yes = [] {
+    const char* force = std::getenv("NEUROCODEC_RANS_ISA");
+    if (force && std::string(force) == "baseline") return false;
+    return (bool)__builtin_cpu_supports("avx2");
+  }();
+  return yes;
+}
+#endif
+template <class Model>
+static void decode_impl(const Model& mdl, const uint32_t* w, size_t nw, int32_t* out, size_t n, const Ctx& c,
+                        uint64_t& state, bool final) {
+#ifdef NC_AVX2_DECODER
+  if constexpr (Model::START_WINDOW)
+    if (use_avx2()) return decode_avx2(mdl, w, nw, out, n, c, state, final);
+#endif
+  decode_body<Model, false>(mdl, w, nw, out, n, c, state, final);
 }
 
 // ------------------------------------------------------------------ stream plumbing
