@@ -19,9 +19,9 @@ Last, the parameter codes themselves (`--parts codes`): every kernel set, with 1
 threads, computes the coder's parameter codes of each image (y and z of the native encoder,
 every step fed back the values its own codes give, as a decoder would) along each route:
 coder versions 1 (float32 PyTorch) and 3 (float64 PyTorch) as the codec runs them (one
-thread), version 3 unpinned (torch on that many threads) and version 4 (codec.exact); the
-table counts the codes that differ from the first kernel set's on one thread. Version 4 must
-count 0.
+thread), version 3 unpinned (torch on that many threads), version 4 (codec.exact) and
+version 7 (codec.exact for Gaussian mixtures too); the table counts the codes that differ from
+the first kernel set's on one thread. Version 4 (Gaussian models) and 7 must count 0.
 
     python benchmarks/kernel_portability.py --parts codes --images ../shared/data/kodak
 
@@ -53,7 +53,8 @@ KERNEL_SETS = {  # name -> the ENV_KEYS values (ATen, MKL, oneDNN, codec.exact);
 }
 THREADS = (1, 2, 3)
 ROUTES = {"v1": "version 1 (float32 PyTorch, one thread)", "v3": "version 3 (float64 PyTorch, one thread)",
-          "v3-threads": "the same on n threads", "v4": "version 4 (codec.exact)"}
+          "v3-threads": "the same on n threads", "v4": "version 4 (codec.exact)",
+          "v7": "version 7 (codec.exact, Gaussian mixtures too)"}
 
 
 def kernel_env(kernels: str) -> dict:

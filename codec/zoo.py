@@ -29,7 +29,7 @@ from codec.files import sha256_file, write_atomic
 from models.hyperprior import DEFAULT_LAMBDAS, LAMBDA_LADDER, MeanScaleHyperprior
 from models.mlic import MLIC, MLIC_PRESETS
 
-DEFAULT_IMAGE_MODEL = "mlic-medium-gaussian"
+DEFAULT_IMAGE_MODEL = "mlic-medium-gmm"
 
 # the likelihood families each MLIC preset is registered with
 MLIC_FAMILY_NAMES = {"gaussian": "Gaussian", "gg": "generalized-Gaussian",

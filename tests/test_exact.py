@@ -7,7 +7,6 @@ sets and thread counts (benchmarks/kernel_portability.py): version 4 must count 
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -27,13 +26,6 @@ from codec.zoo import load_model
 from models.mlic import ChannelReweight, LinearAttention, build_mlic
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _portability():
-    spec = importlib.util.spec_from_file_location("kernel_portability", ROOT / "benchmarks" / "kernel_portability.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
