@@ -20,10 +20,10 @@ def plot_rd(entries: list[dict], path: str | os.PathLike, *, title: str = "",
 
     fig, axes = plt.subplots(1, 2, figsize=(15, 6.5))
     xmax = max((max(e["results"]["bpp"]) for e in entries), default=None)
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab10" if len(entries) <= 10 else "tab20")  # one colour per curve
     for i, e in enumerate(entries):
         r = e["results"]
-        kw = dict(marker="o", markersize=4, linewidth=2, color=cmap(i % 10), label=e["name"])
+        kw = dict(marker="o", markersize=4, linewidth=2, color=cmap(i % cmap.N), label=e["name"])
         axes[0].plot(r["bpp"], r["psnr-rgb"], **kw)
         axes[1].plot(r["bpp"], [msssim_db(v) for v in r["ms-ssim"]], **kw)
     refs = references or {}
