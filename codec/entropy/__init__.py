@@ -144,16 +144,7 @@ def quantize_params(family: str, **params: Any) -> Dict[str, np.ndarray]:
         raise EntropyCodingError(f"{family}: parameter shapes differ: { {k: a.shape for k, a in arrs.items()} }")
     out: Dict[str, np.ndarray] = {}
     if family == "gmm":
-        shape = arrs["weight"].shape
-        if len(shape) < 1 or not 1 <= shape[-1] <= MAX_K:
-            raise EntropyCodingError(f"gmm: trailing component axis K must be in 1..{MAX_K}, got shape {shape}")
-        w = arrs["weight"]
-        if np.any(w < 0):
-            raise EntropyCodingError("gmm: negative mixture weight")
-        s = w.sum(axis=-1, keepdims=True)
-        if np.any(s <= 0):
-            raise EntropyCodingError("gmm: all mixture weights of a symbol are zero")
-        out["weight"] = np.rint(w * (_WEIGHT_ONE / s)).astype(np.int32)
+        out["weight"] = mixture_weight_codes(arrs["weight"])
     m = arrs["mean"]
     out["mean"] = np.clip(np.rint(m * _MEAN_ONE), -_MEAN_MAX_CODE, _MEAN_MAX_CODE).astype(np.int32)
     sc = arrs["scale"]
@@ -169,6 +160,26 @@ def quantize_params(family: str, **params: Any) -> Dict[str, np.ndarray]:
         j = np.rint(np.log(b / _BETA_MIN) * ((_N_BETAS - 1) / np.log(_BETA_MAX / _BETA_MIN)))
         out["beta"] = np.clip(j, 0, _N_BETAS - 1).astype(np.int32)
     return {k: np.asarray(out[k], dtype=np.int32) for k in _KEYS[family]}
+
+
+def mixture_weight_codes(weight: np.ndarray, in_component_order: bool = False) -> np.ndarray:
+    """Mixture weights (..., K) as codes: rint(w * (WEIGHT_ONE / s)), s the weights' sum over K
+    (NumPy's pairwise sum, or `in_component_order` for codec.exact: one fixed order of IEEE
+    additions on every build)."""
+    shape = weight.shape
+    if len(shape) < 1 or not 1 <= shape[-1] <= MAX_K:
+        raise EntropyCodingError(f"gmm: trailing component axis K must be in 1..{MAX_K}, got shape {shape}")
+    if np.any(weight < 0):
+        raise EntropyCodingError("gmm: negative mixture weight")
+    if in_component_order:
+        total = weight[..., 0]
+        for k in range(1, shape[-1]):
+            total = total + weight[..., k]
+    else:
+        total = weight.sum(axis=-1)
+    if np.any(total <= 0):
+        raise EntropyCodingError("gmm: all mixture weights of a symbol are zero")
+    return np.rint(weight * (_WEIGHT_ONE / total)[..., None]).astype(np.int32)
 
 
 def _code_array(codes: Dict[str, Any], key: str, family: str) -> np.ndarray:

@@ -343,7 +343,7 @@ _MEAN_ONE = float(1 << entropy.GRID["mean_frac_bits"])
 def quantize_params(family: str, **params) -> dict:
     """entropy.quantize_params for the families of FAMILIES by comparisons and exact arithmetic
     only: the same codes except where a scale falls within a rounding of a bound (mixture
-    weights: rint(w * (one / s)) as there, the sum s taken in component order)."""
+    weights as there, their sum taken in component order)."""
     keys = ("weight", "mean", "scale") if family == "gmm" else ("mean", "scale")
     if family not in FAMILIES or set(params) != set(keys):
         raise entropy.EntropyCodingError(f"exact codes cover {FAMILIES} ({', '.join(keys)}), not {family} {sorted(params)}")
@@ -356,13 +356,5 @@ def quantize_params(family: str, **params) -> dict:
     codes = {"mean": np.clip(np.rint(arrays["mean"] * _MEAN_ONE), -limit, limit).astype(np.int32),
              "scale": np.searchsorted(SCALE_BOUNDS, arrays["scale"], side="right").astype(np.int32)}
     if family == "gmm":
-        w = arrays["weight"]
-        if w.ndim < 1 or not 1 <= w.shape[-1] <= entropy.GRID["max_k"] or np.any(w < 0):
-            raise entropy.EntropyCodingError(f"mixture weights must be >= 0 over 1..{entropy.GRID['max_k']} components")
-        total = w[..., 0]
-        for k in range(1, w.shape[-1]):
-            total = total + w[..., k]
-        if np.any(total <= 0):
-            raise entropy.EntropyCodingError("all mixture weights of a symbol are zero")
-        codes["weight"] = np.rint(w * (entropy.GRID["weight_one"] / total)[..., None]).astype(np.int32)
+        codes["weight"] = entropy.mixture_weight_codes(arrays["weight"], in_component_order=True)
     return codes
