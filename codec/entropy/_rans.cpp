@@ -1024,11 +1024,7 @@ __attribute__((target("avx2"))) static void decode_avx2(const Model& mdl, const 
   decode_body<Model, true>(mdl, w, nw, out, n, c, state, final);
 }
 static bool use_avx2() {
-  static const bool yes = [] {
-    const char* force = std::getenv("NEUROCODEC_RANS_ISA");
-    if (force && std::string(force) == "baseline") return false;
-    return (bool)__builtin_cpu_supports("avx2");
-  }();
+  static const bool yes = detmath::avx2_path("NEUROCODEC_RANS_ISA");
   return yes;
 }
 #endif

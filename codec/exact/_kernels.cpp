@@ -130,11 +130,7 @@ namespace isa_avx2 {
 
 static bool use_avx2() {
 #ifdef HAVE_AVX2_PATH
-  static const bool yes = [] {
-    const char* force = std::getenv("NEUROCODEC_EXACT_ISA");
-    if (force && std::string(force) == "baseline") return false;
-    return (bool)__builtin_cpu_supports("avx2");
-  }();
+  static const bool yes = detmath::avx2_path("NEUROCODEC_EXACT_ISA");
   return yes;
 #else
   return false;
