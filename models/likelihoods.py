@@ -347,9 +347,9 @@ class MultivariateGaussianMixture(LikelihoodFamily):
 
     Per group and position the head emits K weight logits, K*G means and K*G(G+1)/2 Cholesky
     entries (a lower-triangular L per component, covariance L L^T, diagonal bounded below at
-    0.11 like the Gaussian's scale, so that a Gaussian head carries over exactly). Head layout: the num_params(C) channels reshape to
-    (C/G, K + K*G + K*G*(G+1)/2), group-major, in that order [logits | means (k, i) |
-    tril entries (k, row-major lower triangle)].
+    0.11 like the Gaussian's scale, so that a Gaussian head carries over exactly). Head
+    layout: the num_params(C) channels reshape to (C/G, K + K*G + K*G*(G+1)/2), group-major,
+    in that order [logits | means (k, i) | tril entries (k, row-major lower triangle)].
 
     params_from_head -> {"weight": (B, C/G, H, W, K), "mean": (..., K, G),
                          "scale_tril": (..., K, G, G)}.

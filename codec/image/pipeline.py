@@ -67,8 +67,7 @@ MIXTURE_RESIDUALS_SINCE = {"gmm": 5, "mvgmm": 6}
 
 def mixture_residuals(model, version: int) -> bool:
     """Whether the model's mixture steps code residuals in files of this coder version."""
-    family = getattr(getattr(model, "likelihood_family", None), "name", None)
-    return version >= MIXTURE_RESIDUALS_SINCE.get(family, MIXTURE_RESIDUALS_SINCE["gmm"])
+    return version >= MIXTURE_RESIDUALS_SINCE.get(getattr(model, "likelihood", None), MIXTURE_RESIDUALS_SINCE["gmm"])
 
 
 def exact_parameters(model, version: int) -> bool:
@@ -137,9 +136,9 @@ _PARAMETER_NETS = weakref.WeakKeyDictionary()  # model -> {coder version: its pa
 def parameter_net(model, version: int) -> torch.nn.Module:
     """The model that computes the coder's parameters for files of this coder version: the
     model itself for version 1, a float64 copy for versions 2 and 3, codec.exact's float64 copy
-    for version 4 (and 5 where they cover the model), made once per loaded model (the analysis
-    and the synthesis stay float32: the decoder never recomputes y, and pixels may differ by a
-    rounding between CPUs without breaking the stream)."""
+    for version 4 (and later versions where they cover the model), made once per loaded model
+    (the analysis and the synthesis stay float32: the decoder never recomputes y, and pixels
+    may differ by a rounding between CPUs without breaking the stream)."""
     if PARAMETER_DTYPES[version] == torch.float32:
         return model
     nets = _PARAMETER_NETS.setdefault(model, {})

@@ -21,10 +21,11 @@ def init_from(model, path: str | Path, noise: float = 0.25) -> list[str]:
     copies are equal, and makes their gradients differ so that they do not stay copies.
     From a Gaussian model (the manifest beside the file says so) to one of another family,
     the parameter heads' last layers are rewritten to emit the same law where the family can
-    (`model.from_gaussian`: GG with beta = 2), so the new family starts where the Gaussian
-    training left off. A model of more quality levels gets the trained gains and new levels
-    extrapolated from the last two. Everything else keeps its fresh initialization. Buffers are not copied: shipped float16
-    files hold the 1e-9 likelihood bounds as 0."""
+    (`model.from_gaussian`: GG with beta = 2, the mixtures as equal components), so the new
+    family starts where the Gaussian training left off. A model of more quality levels gets the
+    trained gains and new levels extrapolated from the last two. Everything else keeps its
+    fresh initialization. Buffers are not copied: shipped float16 files hold the 1e-9
+    likelihood bounds as 0."""
     import torch
     from safetensors.torch import load_file
 
