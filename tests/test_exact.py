@@ -90,6 +90,18 @@ def test_layers_match_pytorch():
         exact.convert(torch.nn.Conv2d(6, 5, 3, stride=2))
 
 
+def test_convolution_patches_built_in_runs_of_rows_give_the_same_bits(monkeypatch):
+    """conv2d builds its patches COLUMN_BYTES at a time (bounded memory); the runs must not
+    change a bit, of every output or of those at chosen positions."""
+    rng = np.random.default_rng(0)
+    x, weight, bias = rng.standard_normal((6, 13, 11)), rng.standard_normal((5, 6, 5, 5)), rng.standard_normal(5)
+    at = rng.random((13, 11)) < 0.5
+    whole = exact.conv2d(x, weight, bias, (2, 2)), exact.conv2d(x, weight, bias, (2, 2), at)
+    monkeypatch.setattr(exact, "COLUMN_BYTES", 1)  # one output row per product
+    assert np.array_equal(exact.conv2d(x, weight, bias, (2, 2)), whole[0])
+    assert np.array_equal(exact.conv2d(x, weight, bias, (2, 2), at), whole[1])
+
+
 @pytest.mark.parametrize("model, pytorch_version, exact_version", [("mlic-medium-gaussian", 3, 4),
                                                                    ("mlic-medium-gmm", 6, 7)])
 def test_shipped_model_parameters_match_the_pytorch_route(crop, model, pytorch_version, exact_version):

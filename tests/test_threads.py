@@ -1,7 +1,8 @@
 """Every core, the same results: files and pixels do not depend on `threads` (issue 37).
 
 The units of work are fixed by the image: the transforms' bands (codec.image.bands), the runs
-of rows of the exact kernels' products, the tiles. `thin_bands` makes bands small (one latent
+of rows of the exact kernels' products, the tiles (their coding steps side by side, one tile per
+thread). `thin_bands` makes bands small (one latent
 row, 16 pixel rows, every layer banded) so that a small image has many of them.
 """
 from __future__ import annotations
@@ -32,9 +33,11 @@ def thin_bands(monkeypatch):
     monkeypatch.setattr(bands, "MIN_BAND_AREA", 0)
 
 
-@pytest.mark.parametrize("model", ["mlic-medium-gaussian", "hyperprior-small"])
+@pytest.mark.parametrize("model", ["mlic-medium-gaussian", "mlic-medium-gmm", "mlic-medium-mvgmm", "hyperprior-small"])
 @pytest.mark.parametrize("tile", [64, 1024])
 def test_files_and_pixels_are_identical_on_1_2_and_3_threads(image, model, tile, thin_bands):
+    """tile 64: 9 tiles, coded 2 or 3 side by side (codec.exact's kernels for the Gaussian and
+    the mixture, float64 PyTorch for the multivariate mixture); 1024: one tile, threads inside it."""
     data = encode_image(image, model=model, quality=4, tile=tile, threads=1)
     assert all(encode_image(image, model=model, quality=4, tile=tile, threads=n) == data for n in (2, 3))
     one = decode_image(data, threads=1)

@@ -45,6 +45,8 @@ PARAMETER_PATH = {
 FAMILIES = ("gaussian", "laplace", "gmm")
 
 
+# the most bytes of patches `conv2d` builds at once
+COLUMN_BYTES = 1 << 24
 # threads each product may use (`threads`): its outputs are the same bits on any number
 _threads = 1
 
@@ -75,22 +77,29 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: 
            at: np.ndarray | None = None) -> np.ndarray:
     """Stride-1 zero-padded convolution of x (C, H, W): a product with the image's patches,
     each output summed over (input channel, kernel row, kernel column) in that order.
-    `at` (H', W') bool: only the outputs there, (out channels, count), the same bits."""
+    `at` (H', W') bool: only the outputs there, (out channels, count), the same bits.
+    The patches are built COLUMN_BYTES at a time (runs of output rows): each output's sum is
+    the same whichever product holds its column, and a tile's patches at once took hundreds of
+    MB per thread."""
     out_ch, in_ch, kh, kw = weight.shape
     _, h, w = x.shape
     if (kh, kw) == (1, 1):
         cols = x.reshape(in_ch, h * w)
-    else:
-        ph, pw = padding
-        padded = np.pad(x, ((0, 0), (ph, ph), (pw, pw)))
-        windows = sliding_window_view(padded, (kh, kw), axis=(1, 2))  # (C, H', W', kh, kw)
-        h, w = windows.shape[1:3]
         if at is not None:
-            windows = windows[:, at][:, :, None]  # (C, count, 1, kh, kw)
-        cols = windows.transpose(0, 3, 4, 1, 2).reshape(in_ch * kh * kw, -1)
-    if at is not None and (kh, kw) == (1, 1):
-        cols = np.ascontiguousarray(cols[:, at.ravel()])
-    out = gemm(weight.reshape(out_ch, -1), cols, bias)
+            cols = np.ascontiguousarray(cols[:, at.ravel()])
+        out = gemm(weight.reshape(out_ch, -1), cols, bias)
+        return out if at is not None else out.reshape(out_ch, h, w)
+    ph, pw = padding
+    windows = sliding_window_view(np.pad(x, ((0, 0), (ph, ph), (pw, pw))), (kh, kw), axis=(1, 2))  # (C, H', W', kh, kw)
+    h, w = windows.shape[1:3]
+    rows = max(1, COLUMN_BYTES // (x.itemsize * in_ch * kh * kw * w))
+    parts = []
+    for r in range(0, h, rows):
+        part = windows[:, r:r + rows]
+        if at is not None:
+            part = part[:, at[r:r + rows]][:, :, None]  # (C, count, 1, kh, kw)
+        parts.append(gemm(weight.reshape(out_ch, -1), part.transpose(0, 3, 4, 1, 2).reshape(in_ch * kh * kw, -1), bias))
+    out = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     return out if at is not None else out.reshape(out_ch, h, w)
 
 

@@ -40,7 +40,7 @@ from codec.image.refine import effort_steps, refine_latents
 from codec.image.tiles import (MAX_TILE, PACKED_SINCE, TILE, TileStreams, tile_grid, tile_prefix, tile_sections,
                                tile_side)
 from codec.image.ycoding import decode_y, quantize_y
-from codec.threads import Pool, torch_threads
+from codec.threads import Pool, give_back_free_memory, torch_threads
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model, split_release
 
 COLOR_FORMAT = "rgb8"
@@ -120,6 +120,30 @@ class _Work:
         """A transform's layers on x in bands (the models' `run` argument)."""
         return bands.run(layers, x, self.pool)
 
+    def groups(self, count: int) -> list[range]:
+        """Tiles 0..count-1 in consecutive groups of one per thread: a group's tiles are coded
+        side by side (`per_tile`), then its transforms run tile after tile, in bands (one
+        tile's activations in memory at a time)."""
+        return [range(i, min(i + self.pool.threads, count)) for i in range(0, count, self.pool.threads)]
+
+    def per_tile(self, fn, tiles: range) -> list:
+        """[fn(i) for i in tiles], each tile on one thread of the pool. Why: a tile's coding
+        steps, snapping and rANS run in sequence, so threads inside one tile (the products'
+        rows) leave cores idle; tiles side by side fill them. Each tile computes on one thread
+        (its products too), so its bits do not depend on the thread count. The caller sets
+        torch's switches (`_parameters_thread`) for the whole group, not each unit: they are
+        process-wide, and units toggling them would race."""
+        def unit(i):
+            with torch.no_grad():  # thread-local: the pool's threads do not inherit the caller's
+                return fn(i)
+
+        if len(tiles) < 2 or self.pool.threads < 2:
+            return [unit(i) for i in tiles]
+        with exact.threads(1):
+            results = self.pool.map(unit, tiles)
+        give_back_free_memory()  # the workers' arenas hold their tiles' temporaries (codec.threads)
+        return results
+
     def __enter__(self):
         for block in self._blocks:
             block.__enter__()
@@ -156,24 +180,27 @@ class _Latents:
 
 
 @torch.no_grad()
-def _analyse(model, param_net, x: torch.Tensor, quality: float, size: tuple[int, int], work: _Work,
-             refine: int = 0, progress=None, version: int = CODER_VERSION) -> _Latents:
-    """Latents of x, quantized and split into streams (parameters from `param_net`, the
-    `parameter_net` of `version`); `refine` > 0 first optimizes y and z for this image
+def _transform(model, x: torch.Tensor, quality: float, size: tuple[int, int], work: _Work, refine: int = 0,
+               progress=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(y, z) of x, z None unless `refine` > 0 first optimizes y and z for this image
     (codec.image.refine) on the real h x w pixels given by `size`."""
-    q = torch.tensor([quality])
     if refine:
-        y, z = refine_latents(model, x, quality, refine, *size, progress=progress)
-    else:
-        with _transforms_thread():
-            y = model.analysis(x, q, run=work.run)
-    with _parameters_thread():
-        if not refine:
-            z = model.hyper_analysis(y)
-        medians, _ = _z_medians_and_indexes(model, z.shape)
-        z_symbols = torch.round(z - medians)
-        z_hat = (z_symbols + medians).to(PARAMETER_DTYPES[version])
-        streams, y_hat = quantize_y(param_net, y, z_hat, q, mixture_residuals(param_net, version))
+        return refine_latents(model, x, quality, refine, *size, progress=progress)
+    with _transforms_thread():
+        return model.analysis(x, torch.tensor([quality]), run=work.run), None
+
+
+@torch.no_grad()
+def _quantize(model, param_net, y: torch.Tensor, z: torch.Tensor | None, quality: float,
+              version: int = CODER_VERSION) -> _Latents:
+    """y and z quantized and y split into streams (parameters from `param_net`, the
+    `parameter_net` of `version`; z from y unless given). Call within `_parameters_thread`."""
+    if z is None:
+        z = model.hyper_analysis(y)
+    medians, _ = _z_medians_and_indexes(model, z.shape)
+    z_symbols = torch.round(z - medians)
+    z_hat = (z_symbols + medians).to(PARAMETER_DTYPES[version])
+    streams, y_hat = quantize_y(param_net, y, z_hat, torch.tensor([quality]), mixture_residuals(param_net, version))
     return _Latents(z_symbols.numpy().astype(np.int32), streams, y_hat.float())
 
 
@@ -186,11 +213,8 @@ def _synthesis(model, y_hat: torch.Tensor, quality: float, h: int, w: int, work:
         return to_rgb8(model.synthesis(y_hat, torch.tensor([quality]), run=work.run), h, w)
 
 
-def _encode_tile(net, param_net, rgb: np.ndarray, quality: float, refine: int, progress,
-                 version: int, work: _Work) -> list[tuple[str, bytes]]:
+def _tile_streams(net, lat: _Latents, version: int) -> list[tuple[str, bytes]]:
     """The tile's streams as (name, bytes): z, then y in coding order."""
-    lat = _analyse(net, param_net, to_tensor(rgb, net.stride), quality, rgb.shape[:2], work, refine, progress,
-                   version)
     _, z_indexes = _z_medians_and_indexes(net, lat.z_symbols.shape)
     chain = entropy.ChainEncoder(chained=version >= PACKED_SINCE)
     chain.add_table(lat.z_symbols.ravel(), z_indexes.ravel(), *_z_tables(net))
@@ -236,10 +260,18 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     param_net = parameter_net(net, version)
     sections = []
     with _Work(threads) as work:
-        for i, (rows, cols) in enumerate(tiles):
-            tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
-            streams = _encode_tile(net, param_net, rgb[rows, cols], quality, refine, tile_progress, version, work)
-            sections += tile_sections(streams, tile_prefix(tile, i), version)
+        for group in work.groups(len(tiles)):
+            latents = {}
+            for i in group:
+                part = rgb[tiles[i]]
+                tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
+                latents[i] = _transform(net, to_tensor(part, net.stride), quality, part.shape[:2], work, refine,
+                                        tile_progress)
+            with _parameters_thread():
+                coded = work.per_tile(lambda i: _tile_streams(net, _quantize(net, param_net, *latents.pop(i), quality,
+                                                                               version), version), group)
+            for i, streams in zip(group, coded):
+                sections += tile_sections(streams, tile_prefix(tile, i), version)
     if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
         raise NeurocodecError(f"{len(sections)} sections exceed the {DEFAULT_LIMITS.max_sections} a "
                               f"file may hold; use a larger tile")
@@ -268,8 +300,9 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0,
     with _Work(threads) as work:
         for rows, cols in tile_grid(h, w, tile_side(net, h, w, tile)):
             part = rgb[rows, cols]
-            lat = _analyse(net, param_net, to_tensor(part, net.stride), quality, part.shape[:2], work, refine,
-                           version=version)
+            y, z = _transform(net, to_tensor(part, net.stride), quality, part.shape[:2], work, refine)
+            with _parameters_thread():
+                lat = _quantize(net, param_net, y, z, quality, version)
             out[rows, cols] = _synthesis(net, lat.y_hat, quality, *part.shape[:2], work)
     return out
 
@@ -303,20 +336,19 @@ def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
     return net, header.coder
 
 
-def _decode_tile(net, param_net, header: Header, take, h: int, w: int, work: _Work) -> np.ndarray:
+def _decode_latents(net, param_net, header: Header, take, h: int, w: int) -> torch.Tensor:
+    """y_hat of an h x w tile from its streams `take(name)` gives. Call within `_parameters_thread`."""
     zh, zw = -(-h // net.stride), -(-w // net.stride)
     z_shape = (1, net.z_medians().numel(), zh, zw)
     medians, z_indexes = _z_medians_and_indexes(net, z_shape)
     version = header.coder["version"]
     chain = entropy.ChainDecoder(chained=version >= PACKED_SINCE)
     z_symbols = chain.decode_table(take("z"), z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
-    z_hat = torch.from_numpy(z_symbols).float() + medians
-    with _parameters_thread():
-        z_hat = z_hat.to(PARAMETER_DTYPES[version])
-        y_hat = decode_y(param_net, z_hat, torch.tensor([header.quality]), take, chain,
-                         mixture_residuals(param_net, version))
+    z_hat = (torch.from_numpy(z_symbols).float() + medians).to(PARAMETER_DTYPES[version])
+    y_hat = decode_y(param_net, z_hat, torch.tensor([header.quality]), take, chain,
+                     mixture_residuals(param_net, version))
     chain.finish()
-    return _synthesis(net, y_hat.float(), header.quality, h, w, work)
+    return y_hat.float()
 
 
 @torch.no_grad()
@@ -339,22 +371,33 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS, *, threads: int |
                        f"z and {coder.get('y_streams')} y streams")
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
     param_net = parameter_net(net, coder["version"])
+
+    def latents(i: int) -> torch.Tensor:
+        rows, cols = tiles[i]
+        tile_streams = TileStreams(streams, tile_prefix(tile, i), per_tile, packed, header.model)
+        try:
+            y_hat = _decode_latents(net, param_net, header, tile_streams.take, rows.stop - rows.start,
+                                    cols.stop - cols.start)
+        except entropy.EntropyCodingError as e:
+            # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
+            # file was crafted, or the encoder's CPU computed the coder's parameters differently.
+            portability = ("coder-version-1 files decode only where PyTorch uses the encoder's SIMD kernels"
+                           if coder["version"] == 1 else "ruled out for parameters from codec.exact"
+                           if exact_parameters(net, coder["version"]) else "rare since coder version 2")
+            raise NcfError(f"the streams of tile {i} do not decode ({e}) although their CRCs match: the file "
+                           f"was made by a faulty encoder, or on a CPU whose float arithmetic differs from "
+                           f"this one's ({portability}; docs/reliability.md)") from None
+        tile_streams.check_all_taken()
+        return y_hat
+
     with _Work(threads) as work:
-        for i, (rows, cols) in enumerate(tiles):
-            tile_streams = TileStreams(streams, tile_prefix(tile, i), per_tile, packed, header.model)
-            try:
-                out[rows, cols] = _decode_tile(net, param_net, header, tile_streams.take, rows.stop - rows.start,
-                                               cols.stop - cols.start, work)
-                tile_streams.check_all_taken()
-            except entropy.EntropyCodingError as e:
-                # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
-                # file was crafted, or the encoder's CPU computed the coder's parameters differently.
-                portability = ("coder-version-1 files decode only where PyTorch uses the encoder's SIMD kernels"
-                               if coder["version"] == 1 else "ruled out for parameters from codec.exact"
-                               if exact_parameters(net, coder["version"]) else "rare since coder version 2")
-                raise NcfError(f"the streams of tile {i} do not decode ({e}) although their CRCs match: the file "
-                               f"was made by a faulty encoder, or on a CPU whose float arithmetic differs from "
-                               f"this one's ({portability}; docs/reliability.md)") from None
+        for group in work.groups(len(tiles)):
+            with _parameters_thread():
+                y_hats = work.per_tile(latents, group)
+            for i, y_hat in zip(group, y_hats):
+                rows, cols = tiles[i]
+                out[rows, cols] = _synthesis(net, y_hat, header.quality, rows.stop - rows.start,
+                                             cols.stop - cols.start, work)
     if streams:
         raise NcfError(f"file has sections {sorted(streams)} that model {header.model!r} does not use")
     return out
