@@ -146,6 +146,9 @@ def test_exact_grid_is_the_coders_grid():
     assert all(np.array_equal(ours[k], coders[k]) for k in ("mean", "scale"))
     with pytest.raises(codec.entropy.EntropyCodingError):
         exact.quantize_params("gaussian", mean=np.zeros(2), scale=np.array([1.0, np.nan]))
+    bounds = exact.SCALE_BOUNDS  # on, just below and just above every bound, and far outside the grid
+    edges = np.concatenate([bounds, np.nextafter(bounds, 0), np.nextafter(bounds, np.inf), [1e-300, 1e300]])
+    assert np.array_equal(exact.scale_codes(edges), np.searchsorted(bounds, edges, side="right"))
 
 
 @pytest.mark.parametrize("model, oldest", [("mlic-medium-gaussian", 4), ("hyperprior-small", 4), ("mlic-medium-gmm", 5)])
