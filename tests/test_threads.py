@@ -69,12 +69,14 @@ def test_band_bounds_follow_the_latent_rows_only():
 
 def test_exact_kernels_give_the_same_bits_on_any_number_of_threads():
     rng = np.random.default_rng(0)
-    a, b, bias = rng.normal(size=(61, 300)), rng.normal(size=(300, 131)), rng.normal(size=61)  # 2.4 M MACs: split
-    one = _kernels.gemm(a, b, bias, 1)
-    for n in (2, 3, 7):
-        assert np.array_equal(_kernels.gemm(a, b, bias, n), one)
-        with exact.threads(n):
-            assert np.array_equal(exact.gemm(a, b, bias), one)
+    # 2.4 M MACs, split by columns on 2 threads and by rows on more; 27 M MACs, split by columns
+    for columns in (131, 1501):  # with a tail of columns right of the last full panel
+        a, b, bias = rng.normal(size=(61, 300)), rng.normal(size=(300, columns)), rng.normal(size=61)
+        one = _kernels.gemm(a, b, bias, 1)
+        for n in (2, 3, 7):
+            assert np.array_equal(_kernels.gemm(a, b, bias, n), one)
+            with exact.threads(n):
+                assert np.array_equal(exact.gemm(a, b, bias), one)
     x = rng.normal(scale=3, size=100_003)  # split from 2^16 values on, into runs of whole vectors
     for name in ("gelu", "elu", "sigmoid", "tanh"):
         one = getattr(_kernels, name)(x, 1)

@@ -166,13 +166,27 @@ static void in_parts(long n, long threads, long align, F fn) {
   for (auto& t : pool) t.join();
 }
 
-// C = bias + A B on up to `threads` threads, each taking a run of rows.
+// C = bias + A B on up to `threads` threads. Wide products (the convolutions' many positions)
+// split their columns: each thread packs and multiplies its own panels of B against all of A,
+// so B passes through the caches once (split by rows, every run streamed all of B: 1.5-1.6x on
+// two threads for mlic-medium's products). Others split their rows, B packed first.
 template <typename T, typename G>
 static void gemm_on(const T* A, const T* B, const T* bias, T* C, long M, long K, long N, int threads) {
   std::vector<T> pack((size_t)(K * N));
-  G::pack_b(B, K, N, pack.data());
-  in_parts(M, M * K * N >= PARALLEL_MACS ? threads : 1, G::MR,
-           [&](long m0, long m1) { G::rows(A, B, bias, C, K, N, pack.data(), m0, m1); });
+  long panels = N / G::NR, parallel = M * K * N >= PARALLEL_MACS ? threads : 1;
+  if (parallel > 1 && panels >= 4 * parallel) {
+    in_parts(panels, parallel, 1, [&](long p0, long p1) {
+      G::pack_b(B, K, N, pack.data(), p0, p1);
+      G::blocks(A, bias, C, K, N, pack.data(), 0, M, p0, p1);
+    });
+    in_parts(M, N % G::NR ? parallel : 1, G::MR, [&](long m0, long m1) { G::tail(A, B, bias, C, K, N, m0, m1); });
+    return;
+  }
+  G::pack_b(B, K, N, pack.data(), 0, panels);
+  in_parts(M, parallel, G::MR, [&](long m0, long m1) {
+    G::blocks(A, bias, C, K, N, pack.data(), m0, m1, 0, panels);
+    G::tail(A, B, bias, C, K, N, m0, m1);
+  });
 }
 
 template <typename T>

@@ -71,28 +71,28 @@ struct Gemm {
     C[m * N + n] = acc;
   }
 
-  // `pack` holds K * (N - N % NR) values: B packed panel by panel (K x NR each).
-  static void pack_b(const T* B, long K, long N, T* pack) {
-    long n_full = N - N % NR;
-    for (long n0 = 0; n0 < n_full; n0 += NR)
+  // `pack` holds K * (N - N % NR) values: B packed panel by panel (K x NR each); this call
+  // packs panels p_begin .. p_end - 1 (threads may take any split of them).
+  static void pack_b(const T* B, long K, long N, T* pack, long p_begin, long p_end) {
+    for (long n0 = p_begin * NR; n0 < p_end * NR; n0 += NR)
       for (long k = 0; k < K; ++k)
         for (long c = 0; c < NR; ++c) pack[n0 * K + k * NR + c] = B[k * N + n0 + c];
   }
 
-  // Rows m_begin .. m_end - 1 of C from the packed B. Cache blocking (the order of the blocks
-  // changes no result): k runs in slices of KC, so that a panel's slice stays in the L1 cache
-  // while every row block of a chunk passes, and a chunk's share of A (CHUNK_BYTES) in the L2
-  // cache while every panel passes. Rows are independent: threads may take any split of them.
+  // Rows m_begin .. m_end - 1, panels p_begin .. p_end - 1 (columns NR * p ..) of C from the
+  // packed B. Cache blocking (the order of the blocks changes no result): k runs in slices of
+  // KC, so that a panel's slice stays in the L1 cache while every row block of a chunk passes,
+  // and a chunk's share of A (CHUNK_BYTES) in the L2 cache while every panel passes. Outputs
+  // are independent: threads may take any split of the rows or of the panels.
   static constexpr long KC = 512, CHUNK_BYTES = 256 * 1024;
-  static void rows(const T* A, const T* B, const T* bias, T* C, long K, long N, const T* pack, long m_begin,
-                   long m_end) {
-    long n_full = N - N % NR;
+  static void blocks(const T* A, const T* bias, T* C, long K, long N, const T* pack, long m_begin, long m_end,
+                     long p_begin, long p_end) {
     long chunk = CHUNK_BYTES / (long)sizeof(T) / KC / MR * MR;
     for (long k0 = 0; k0 < K || k0 == 0; k0 += KC) {
       long k1 = k0 + KC < K ? k0 + KC : K;
       for (long m_lo = m_begin; m_lo < m_end; m_lo += chunk) {
         long m_hi = m_lo + chunk < m_end ? m_lo + chunk : m_end;
-        for (long n0 = 0; n0 < n_full; n0 += NR) {
+        for (long n0 = p_begin * NR; n0 < p_end * NR; n0 += NR) {
           const T* panel = pack + n0 * K;
           long m0 = m_lo;
           for (; m0 + MR <= m_hi; m0 += MR) block<MR>(A, panel, bias, C, K, N, m0, n0, k0, k1);
@@ -100,8 +100,12 @@ struct Gemm {
         }
       }
     }
+  }
+
+  // the columns right of the last full panel, rows m_begin .. m_end - 1
+  static void tail(const T* A, const T* B, const T* bias, T* C, long K, long N, long m_begin, long m_end) {
     for (long m = m_begin; m < m_end; ++m)
-      for (long n = n_full; n < N; ++n) scalar(A, B, bias, C, K, N, m, n);
+      for (long n = N - N % NR; n < N; ++n) scalar(A, B, bias, C, K, N, m, n);
   }
 };
 

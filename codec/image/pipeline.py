@@ -92,7 +92,7 @@ def _z_medians_and_indexes(model, shape) -> tuple[torch.Tensor, np.ndarray]:
 # Torch on one thread, with or without oneDNN: nothing the codec computes may depend on the
 # thread count (codec.threads). The cores are used by units of work whose split depends only
 # on the image: the transforms' layers in fixed bands of rows (codec.image.bands), each band on
-# one thread of the pool, and the products of the parameter networks in runs of rows
+# one thread of the pool, and the products of the parameter networks in runs of columns or rows
 # (codec.exact.threads), each output on one thread. The coder's parameters (hyper and context networks) run without
 # oneDNN, whose convolutions round differently with the thread count on large inputs, and on
 # one thread, since on an AVX512 Xeon (2026-12-02) PyTorch's native ones did too. The analysis
