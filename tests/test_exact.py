@@ -90,13 +90,19 @@ def test_layers_match_pytorch():
         exact.convert(torch.nn.Conv2d(6, 5, 3, stride=2))
 
 
-def test_convolution_patches_built_in_runs_of_rows_give_the_same_bits(monkeypatch):
-    """conv2d builds its patches COLUMN_BYTES at a time (bounded memory); the runs must not
-    change a bit, of every output or of those at chosen positions."""
+def test_convolution_is_the_product_with_its_patches_in_any_runs_of_columns(monkeypatch):
+    """conv2d gathers its patches inside the product, COLUMN_BYTES of them per product (bounded
+    memory): bit for bit the product with the patches built in NumPy, whatever the runs, of
+    every output or of those at chosen positions."""
     rng = np.random.default_rng(0)
     x, weight, bias = rng.standard_normal((6, 13, 11)), rng.standard_normal((5, 6, 5, 5)), rng.standard_normal(5)
     at = rng.random((13, 11)) < 0.5
     whole = exact.conv2d(x, weight, bias, (2, 2)), exact.conv2d(x, weight, bias, (2, 2), at)
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, ((0, 0), (2, 2), (2, 2))), (5, 5), axis=(1, 2))
+    patches = windows.transpose(0, 3, 4, 1, 2).reshape(6 * 25, 13 * 11)
+    assert np.array_equal(whole[0].reshape(5, -1), _kernels.gemm(weight.reshape(5, -1), patches, bias))
+    with pytest.raises(ValueError, match="outside"):
+        _kernels.patches_gemm(weight.reshape(5, -1), x, np.arange(150), np.array([x.size]))
     monkeypatch.setattr(exact, "COLUMN_BYTES", 1)  # one output row per product
     assert np.array_equal(exact.conv2d(x, weight, bias, (2, 2)), whole[0])
     assert np.array_equal(exact.conv2d(x, weight, bias, (2, 2), at), whole[1])

@@ -25,7 +25,6 @@ import copy
 import numpy as np
 import torch
 import torch.nn as nn
-from numpy.lib.stride_tricks import sliding_window_view
 
 from codec import entropy
 from codec.exact import _kernels
@@ -45,7 +44,7 @@ PARAMETER_PATH = {
 FAMILIES = ("gaussian", "laplace", "gmm")
 
 
-# the most bytes of patches `conv2d` builds at once
+# the most bytes of packed patches `conv2d` gives one product
 COLUMN_BYTES = 1 << 24
 # threads each product may use (`threads`): its outputs are the same bits on any number
 _threads = 1
@@ -78,27 +77,21 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: 
     """Stride-1 zero-padded convolution of x (C, H, W): a product with the image's patches,
     each output summed over (input channel, kernel row, kernel column) in that order.
     `at` (H', W') bool: only the outputs there, (out channels, count), the same bits.
-    The patches are built COLUMN_BYTES at a time (runs of output rows): each output's sum is
-    the same whichever product holds its column, and a tile's patches at once took hundreds of
-    MB per thread."""
+    The kernels gather the patches from x as they pack them (`_kernels.patches_gemm`: building
+    them in NumPy was a copy on one thread, hundreds of MB per tile), COLUMN_BYTES of packed
+    patches per product: each output's sum is the same whichever product holds its column."""
     out_ch, in_ch, kh, kw = weight.shape
-    _, h, w = x.shape
-    if (kh, kw) == (1, 1):
-        cols = x.reshape(in_ch, h * w)
-        if at is not None:
-            cols = np.ascontiguousarray(cols[:, at.ravel()])
-        out = gemm(weight.reshape(out_ch, -1), cols, bias)
-        return out if at is not None else out.reshape(out_ch, h, w)
     ph, pw = padding
-    windows = sliding_window_view(np.pad(x, ((0, 0), (ph, ph), (pw, pw))), (kh, kw), axis=(1, 2))  # (C, H', W', kh, kw)
-    h, w = windows.shape[1:3]
-    rows = max(1, COLUMN_BYTES // (x.itemsize * in_ch * kh * kw * w))
-    parts = []
-    for r in range(0, h, rows):
-        part = windows[:, r:r + rows]
-        if at is not None:
-            part = part[:, at[r:r + rows]][:, :, None]  # (C, count, 1, kh, kw)
-        parts.append(gemm(weight.reshape(out_ch, -1), part.transpose(0, 3, 4, 1, 2).reshape(in_ch * kh * kw, -1), bias))
+    x = np.ascontiguousarray(np.pad(x, ((0, 0), (ph, ph), (pw, pw))) if ph or pw else x)
+    _, hp, wp = x.shape
+    h, w = hp - kh + 1, wp - kw + 1
+    k_offset = (np.arange(in_ch)[:, None, None] * (hp * wp) + np.arange(kh)[:, None] * wp + np.arange(kw)).ravel()
+    n_offset = np.arange(h)[:, None] * wp + np.arange(w)
+    n_offset = n_offset[at] if at is not None else n_offset.ravel()
+    columns = max(1, COLUMN_BYTES // (x.itemsize * len(k_offset)))
+    a = weight.reshape(out_ch, -1)
+    parts = [_kernels.patches_gemm(a, x, k_offset, n_offset[i:i + columns], bias, _threads)
+             for i in range(0, max(len(n_offset), 1), columns)]
     out = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
     return out if at is not None else out.reshape(out_ch, h, w)
 

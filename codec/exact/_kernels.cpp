@@ -166,62 +166,100 @@ static void in_parts(long n, long threads, long align, F fn) {
   for (auto& t : pool) t.join();
 }
 
+// B of a product: a row-major K x N matrix, or the patches of a zero-padded image x (the
+// columns of a convolution, never built): B[k][n] = x[k_offset[k] + n_offset[n]], k running
+// over (input channel, kernel row, kernel column) and n over the output positions.
+template <typename T>
+struct Matrix {
+  const T* B;
+  long N;
+  T operator()(long k, long n) const { return B[k * N + n]; }
+};
+template <typename T>
+struct Patches {
+  const T* x;
+  const int64_t *k_offset, *n_offset;
+  T operator()(long k, long n) const { return x[k_offset[k] + n_offset[n]]; }
+};
+
 // C = bias + A B on up to `threads` threads. Wide products (the convolutions' many positions)
 // split their columns: each thread packs and multiplies its own panels of B against all of A,
 // so B passes through the caches once (split by rows, every run streamed all of B: 1.5-1.6x on
 // two threads for mlic-medium's products). Others split their rows, B packed first.
-template <typename T, typename G>
-static void gemm_on(const T* A, const T* B, const T* bias, T* C, long M, long K, long N, int threads) {
+template <typename T, typename G, typename Src>
+static void gemm_on(const T* A, const Src& src, const T* bias, T* C, long M, long K, long N, int threads) {
   std::vector<T> pack((size_t)(K * N));
   long panels = N / G::NR, parallel = M * K * N >= PARALLEL_MACS ? threads : 1;
   if (parallel > 1 && panels >= 4 * parallel) {
     in_parts(panels, parallel, 1, [&](long p0, long p1) {
-      G::pack_b(B, K, N, pack.data(), p0, p1);
+      G::pack_b(src, K, pack.data(), p0, p1);
       G::blocks(A, bias, C, K, N, pack.data(), 0, M, p0, p1);
     });
-    in_parts(M, N % G::NR ? parallel : 1, G::MR, [&](long m0, long m1) { G::tail(A, B, bias, C, K, N, m0, m1); });
+    in_parts(M, N % G::NR ? parallel : 1, G::MR, [&](long m0, long m1) { G::tail(A, src, bias, C, K, N, m0, m1); });
     return;
   }
-  G::pack_b(B, K, N, pack.data(), 0, panels);
+  G::pack_b(src, K, pack.data(), 0, panels);
   in_parts(M, parallel, G::MR, [&](long m0, long m1) {
     G::blocks(A, bias, C, K, N, pack.data(), m0, m1, 0, panels);
-    G::tail(A, B, bias, C, K, N, m0, m1);
+    G::tail(A, src, bias, C, K, N, m0, m1);
   });
 }
 
-template <typename T>
-static void gemm_any(const T* A, const T* B, const T* bias, T* C, long M, long K, long N, int threads) {
+template <typename T, typename Src>
+static void gemm_any(const T* A, const Src& src, const T* bias, T* C, long M, long K, long N, int threads) {
 #ifdef HAVE_AVX2_PATH
-  if (use_avx2()) return gemm_on<T, isa_avx2::Gemm<T>>(A, B, bias, C, M, K, N, threads);
+  if (use_avx2()) return gemm_on<T, isa_avx2::Gemm<T>>(A, src, bias, C, M, K, N, threads);
 #endif
-  gemm_on<T, isa_base::Gemm<T>>(A, B, bias, C, M, K, N, threads);
+  gemm_on<T, isa_base::Gemm<T>>(A, src, bias, C, M, K, N, threads);
 }
 
 // ------------------------------------------------------------------ bindings
 template <typename T>
 using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
-template <typename T>
-static Array<T> gemm(Array<T> a, Array<T> b, py::object bias, int threads) {
-  if (threads < 1) throw std::invalid_argument("gemm: threads must be >= 1");
-  if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != b.shape(0))
-    throw std::invalid_argument("gemm: A must be M x K and B K x N");
-  long M = a.shape(0), K = a.shape(1), N = b.shape(1);
+// bias + A B for `src`, N columns; A must be M x K, bias None or M values
+template <typename T, typename Src>
+static Array<T> product(const char* what, Array<T>& a, long K, long N, py::object bias, Src src, int threads) {
+  if (threads < 1) throw std::invalid_argument(std::string(what) + ": threads must be >= 1");
+  if (a.ndim() != 2 || a.shape(1) != K) throw std::invalid_argument(std::string(what) + ": A must be M x K");
+  long M = a.shape(0);
   Array<T> bias_arr;
   const T* pb = nullptr;
   if (!bias.is_none()) {
     bias_arr = bias.cast<Array<T>>();
-    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != M) throw std::invalid_argument("gemm: bias must have M entries");
+    if (bias_arr.ndim() != 1 || bias_arr.shape(0) != M)
+      throw std::invalid_argument(std::string(what) + ": bias must have M entries");
     pb = bias_arr.data();
   }
   Array<T> c({M, N});
-  const T *pa = a.data(), *pB = b.data();
+  const T* pa = a.data();
   T* pc = c.mutable_data();
   {
     py::gil_scoped_release release;
-    gemm_any<T>(pa, pB, pb, pc, M, K, N, threads);
+    gemm_any<T>(pa, src, pb, pc, M, K, N, threads);
   }
   return c;
+}
+
+template <typename T>
+static Array<T> gemm(Array<T> a, Array<T> b, py::object bias, int threads) {
+  if (b.ndim() != 2) throw std::invalid_argument("gemm: B must be K x N");
+  return product<T>("gemm", a, b.shape(0), b.shape(1), bias, Matrix<T>{b.data(), (long)b.shape(1)}, threads);
+}
+
+using Offsets = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+// bias + A P, P[k][n] = x[k_offset[k] + n_offset[n]]: a convolution's product with its patches
+// without building them (each output the same operations as gemm with the built patches)
+static Array<double> patches_gemm(Array<double> a, Array<double> x, Offsets k_offset, Offsets n_offset,
+                                  py::object bias, int threads) {
+  long K = (long)k_offset.size(), N = (long)n_offset.size(), size = (long)x.size();
+  const int64_t *ko = k_offset.data(), *no = n_offset.data();
+  int64_t k_lo = K ? *std::min_element(ko, ko + K) : 0, k_hi = K ? *std::max_element(ko, ko + K) : 0;
+  int64_t n_lo = N ? *std::min_element(no, no + N) : 0, n_hi = N ? *std::max_element(no, no + N) : 0;
+  if (K && N && (k_lo + n_lo < 0 || k_hi + n_hi >= size))
+    throw std::invalid_argument("patches_gemm: offsets outside x");
+  return product<double>("patches_gemm", a, K, N, bias, Patches<double>{x.data(), ko, no}, threads);
 }
 
 using Doubles = Array<double>;
@@ -265,6 +303,9 @@ PYBIND11_MODULE(_kernels, m) {
         "bias[:, None] + a @ b, each output summed in the order k = 0, 1, ... (a: M x K, b: K x N), "
         "on up to `threads` threads (the same bits on any number)");
   m.def("gemm", &gemm<float>, py::arg("a"), py::arg("b"), py::arg("bias") = py::none(), py::arg("threads") = 1);
+  m.def("patches_gemm", &patches_gemm, py::arg("a"), py::arg("x"), py::arg("k_offset"), py::arg("n_offset"),
+        py::arg("bias") = py::none(), py::arg("threads") = 1,
+        "bias[:, None] + a @ P with P[k, n] = x.flat[k_offset[k] + n_offset[n]], bit for bit gemm(a, P)");
   m.def("gelu", &gelu, py::arg("x"), py::arg("threads") = 1, "x/2 (1 + erf(x / sqrt 2)) elementwise (PyTorch's nn.GELU())");
   m.def("elu", &elementwise<dm::elu>, py::arg("x"), py::arg("threads") = 1, "x if x > 0 else e^x - 1, elementwise");
   m.def("sigmoid", &elementwise<dm::sigmoid>, py::arg("x"), py::arg("threads") = 1, "1 / (1 + e^-x) elementwise");

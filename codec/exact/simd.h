@@ -64,19 +64,22 @@ struct Gemm {
   }
 
   // the columns right of the last full block: one output at a time, the same operations
-  static inline void scalar(const T* A, const T* B, const T* bias, T* C, long K, long N, long m, long n) {
+  template <typename Src>
+  static inline void scalar(const T* A, const Src& src, const T* bias, T* C, long K, long N, long m, long n) {
     T acc = bias ? bias[m] : T(0);
     const T* a = A + m * K;
-    for (long k = 0; k < K; ++k) acc = acc + a[k] * B[k * N + n];
+    for (long k = 0; k < K; ++k) acc = acc + a[k] * src(k, n);
     C[m * N + n] = acc;
   }
 
   // `pack` holds K * (N - N % NR) values: B packed panel by panel (K x NR each); this call
-  // packs panels p_begin .. p_end - 1 (threads may take any split of them).
-  static void pack_b(const T* B, long K, long N, T* pack, long p_begin, long p_end) {
+  // packs panels p_begin .. p_end - 1 (threads may take any split of them). B is any `src`
+  // with src(k, n) = B[k][n] (a matrix, or patches gathered from an image).
+  template <typename Src>
+  static void pack_b(const Src& src, long K, T* pack, long p_begin, long p_end) {
     for (long n0 = p_begin * NR; n0 < p_end * NR; n0 += NR)
       for (long k = 0; k < K; ++k)
-        for (long c = 0; c < NR; ++c) pack[n0 * K + k * NR + c] = B[k * N + n0 + c];
+        for (long c = 0; c < NR; ++c) pack[n0 * K + k * NR + c] = src(k, n0 + c);
   }
 
   // Rows m_begin .. m_end - 1, panels p_begin .. p_end - 1 (columns NR * p ..) of C from the
@@ -103,9 +106,10 @@ struct Gemm {
   }
 
   // the columns right of the last full panel, rows m_begin .. m_end - 1
-  static void tail(const T* A, const T* B, const T* bias, T* C, long K, long N, long m_begin, long m_end) {
+  template <typename Src>
+  static void tail(const T* A, const Src& src, const T* bias, T* C, long K, long N, long m_begin, long m_end) {
     for (long m = m_begin; m < m_end; ++m)
-      for (long n = N - N % NR; n < N; ++n) scalar(A, B, bias, C, K, N, m, n);
+      for (long n = N - N % NR; n < N; ++n) scalar(A, src, bias, C, K, N, m, n);
   }
 };
 
