@@ -108,10 +108,13 @@ class VariableRate:
 
     def rd_loss(self, x: torch.Tensor, quality: torch.Tensor, out: dict) -> dict:
         """Per-sample lambda * 255^2 * MSE + bpp, averaged over the batch (in float32, also
-        when the forward pass ran under bfloat16 autocast)."""
+        when the forward pass ran under bfloat16 autocast); bpp alone (mse NaN) where `out`
+        has no reconstruction (a rate-only pass)."""
         num_pixels = x.shape[2] * x.shape[3]
         bits = sum(torch.log(lik.float()).flatten(1).sum(1) for lik in out["likelihoods"].values())
         bpp = -bits / (math.log(2) * num_pixels)
+        if "x_hat" not in out:
+            return {"loss": bpp.mean(), "bpp": bpp.mean(), "mse": torch.tensor(float("nan"))}
         mse = (out["x_hat"].float() - x).pow(2).flatten(1).mean(1)
         lam = self.lambda_for(quality).to(x.dtype)
         loss = (lam * 255**2 * mse + bpp).mean()

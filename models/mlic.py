@@ -335,16 +335,24 @@ class MLIC(VariableRate, nn.Module):
             return stop.value
 
     # --- training --------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
+    # the modules that decide the reconstruction from the image (with the snapped means, which
+    # move it by much less than a quantization step): frozen by `train --train-only entropy`
+    RECONSTRUCTION = ("g_a", "g_s", "gain", "inverse_gain", "lrp")
+
+    def forward(self, x: torch.Tensor, quality: torch.Tensor, rate_only: bool = False) -> dict:
         """Rate from additive-noise likelihoods (training) or from the rounded values
         (eval); y_hat by straight-through rounding, built through the same steps the
-        coder follows."""
-        y = self.analysis(x, quality)
-        return self.forward_latents(y, self.hyper_analysis(y), quality)
+        coder follows. `rate_only`: the likelihoods alone, y computed without gradients and
+        no synthesis (training the entropy model alone)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not rate_only):
+            y = self.analysis(x, quality)
+        return self.forward_latents(y, self.hyper_analysis(y), quality, synthesize=not rate_only)
 
-    def forward_latents(self, y: torch.Tensor, z: torch.Tensor, quality: torch.Tensor, rounding=None) -> dict:
+    def forward_latents(self, y: torch.Tensor, z: torch.Tensor, quality: torch.Tensor, rounding=None,
+                        synthesize: bool = True) -> dict:
         """The pass from given latents. rounding=None: as in training; otherwise `rounding`
-        (a soft rounding, for refinement) gives z_hat, y_hat and the rates alike."""
+        (a soft rounding, for refinement) gives z_hat, y_hat and the rates alike. Without
+        `synthesize`, no "x_hat"."""
         z_hat, z_lik = self.z_likelihoods(z, rounding)
         fam = self._step_family
         y_lik = torch.ones_like(y)
@@ -362,8 +370,10 @@ class MLIC(VariableRate, nn.Module):
                 name, mask, params = gen.send(y_q)
         except StopIteration as stop:
             y_hat = stop.value
-        x_hat = self.synthesis(y_hat, quality)
-        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+        out = {"likelihoods": {"y": y_lik, "z": z_lik}}
+        if synthesize:
+            out["x_hat"] = self.synthesis(y_hat, quality)
+        return out
 
 
 def build_mlic(preset: str, likelihood: str = "gaussian", **kwargs) -> MLIC:

@@ -292,3 +292,25 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(folders, tmp_path, capsys):
     assert main(args) == 1
     assert "torch sees no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_entropy_only_training_moves_the_entropy_model_and_nothing_that_reconstructs(folders, tmp_path):
+    """--train-only entropy: the transforms, gains and latent residual prediction keep their
+    weights bit for bit, the entropy model learns; refused for models without that split."""
+    torch.manual_seed(0)
+    start = codec.zoo.get_preset("mlic-tiny-gaussian").build()
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    path = tmp_path / "start.safetensors"
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in before.items()}, path)
+    model = train(tmp_path / "run", _cfg(folders, model="mlic-tiny-gaussian", init=str(path), train_only="entropy",
+                                         lr=1e-2))
+    after = model.state_dict()
+    frozen = [k for k in after if k.split(".")[0] in model.RECONSTRUCTION]
+    moved = [k for k in after if not torch.equal(after[k], before[k])]
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)
+    assert any(k.startswith(("h_a.", "h_s.", "anchor_head.", "channel_ctx.")) for k in moved)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert rows and all(float(r["bpp"]) > 0 for r in rows)
+    with pytest.raises(ValueError, match="MLIC"):
+        train(tmp_path / "other", _cfg(folders, train_only="entropy"))
