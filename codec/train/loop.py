@@ -283,8 +283,8 @@ class _Log:
 
 class Validator:
     """Real files, not likelihoods: exports the current weights exactly as `export` would,
-    then encodes and decodes the validation images through the public API; bpp is from the
-    file sizes. Rows go to val.csv (step, hours, quality, bpp, psnr, images)."""
+    then encodes and decodes the validation images through the public API, on the run's
+    `threads` (the same files on any count); bpp is from the file sizes. Rows go to val.csv (step, hours, quality, bpp, psnr, images)."""
 
     def __init__(self, cfg: dict, run_dir: Path):
         paths = sorted(p for p in Path(cfg["val"]).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -292,7 +292,7 @@ class Validator:
             raise ValueError(f"no validation images under {cfg['val']}")
         count = min(cfg["val_count"], len(paths))
         self.paths = [paths[i] for i in np.linspace(0, len(paths) - 1, count).round().astype(int)]
-        self.preset, self.qualities = cfg["model"], cfg["val_qualities"]
+        self.preset, self.qualities, self.threads = cfg["model"], cfg["val_qualities"], cfg["threads"]
         self.log = _Log(run_dir / "val.csv", ["step", "hours", "quality", "bpp", "psnr", "images"])
 
     def run(self, model, step: int, elapsed: float) -> str:
@@ -308,9 +308,9 @@ class Validator:
                 bpp, quality = [], []
                 for path in self.paths:
                     rgb = load_rgb(path)
-                    data = codec.encode_image(rgb, model=self.preset, quality=q)
+                    data = codec.encode_image(rgb, model=self.preset, quality=q, threads=self.threads)
                     bpp.append(len(data) * 8 / (rgb.shape[0] * rgb.shape[1]))
-                    quality.append(psnr(rgb, codec.decode_image(data)))
+                    quality.append(psnr(rgb, codec.decode_image(data, threads=self.threads)))
                 rows.append({"quality": q, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(quality))})
                 self.log.write([step, f"{elapsed / 3600:.4f}", q, f"{rows[-1]['bpp']:.4f}",
                                 f"{rows[-1]['psnr']:.3f}", len(self.paths)])
