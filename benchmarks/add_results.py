@@ -7,7 +7,9 @@ anchor, an "added" record with the date and the command that measured them, and 
         --plot docs/results/kodak_rd.png
 
 The CSV beside each results file (same name, .csv) gets the new rows. Both runs must be on the
-same images (their sha256 are compared); a codec the file already has is refused.
+same images (their sha256 are compared); a codec the file already has is refused. A newer
+release of a model the file has: first pin the older curve to its release, `--rename
+neurocodec:M=neurocodec:M@ID`, so that `neurocodec:M` names the newest, as the codec does.
 """
 import argparse
 import csv
@@ -18,6 +20,28 @@ from pathlib import Path
 from codec.eval.bd import bd_table
 from codec.eval.plot import plot_rd
 from codec.eval.report import load_reference, write_json
+
+
+def rename(base_path: Path, old: str, new: str) -> None:
+    """Rename codec `old` of a results file (its curve, BD rows, 'added' records and CSV rows)."""
+    base = json.loads(base_path.read_text())
+    if old not in {c["name"] for c in base["codecs"]} or new in {c["name"] for c in base["codecs"]}:
+        raise SystemExit(f"{base_path} must have {old!r} and not {new!r}")
+    for c in base["codecs"]:
+        c["name"] = new if c["name"] == old else c["name"]
+    for record in base.get("added", []):
+        record["codec"] = new if record["codec"] == old else record["codec"]
+    base["bd"] = bd_table(base["codecs"], base["bd"]["anchor"], load_reference(base["reference"]).get("curves"))
+    write_json(base_path, base)
+    path = base_path.with_suffix(".csv")
+    rows = list(csv.DictReader(path.open()))
+    fields = next(csv.reader(path.open()))
+    for r in rows:
+        r["codec"] = new if r["codec"] == old else r["codec"]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def add(base_path: Path, new_path: Path, command: str, plot: Path | None = None) -> list[str]:
@@ -50,7 +74,14 @@ def main() -> None:
     p.add_argument("new", type=Path, help="results JSON of the later run (its CSV beside it)")
     p.add_argument("--command", required=True, help="the command that measured NEW, recorded in 'added'")
     p.add_argument("--plot", type=Path, help="redraw the RD plot of every codec of BASE here")
+    p.add_argument("--rename", metavar="OLD=NEW", action="append", default=[],
+                   help="first rename codec OLD of BASE to NEW (e.g. pin an older release's curve to its ID)")
     args = p.parse_args()
+    for spec in args.rename:
+        old, sep, new = spec.partition("=")
+        if not sep:
+            raise SystemExit(f"--rename takes OLD=NEW, not {spec!r}")
+        rename(args.base, old, new)
     print(f"added {', '.join(add(args.base, args.new, args.command, args.plot))} to {args.base}")
 
 
