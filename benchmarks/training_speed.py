@@ -6,8 +6,9 @@
 Times forward + RD loss + backward + AdamW on random patches (median of the steps after two
 warm-up steps), the same work as one step of `neurocodec train`. Variants, all in one run and
 reported as ratios to the first: `fp32` (what `train` does without native bfloat16), `bf16`
-(autocast, what `train --bf16` does), `channels_last` (model and input in NHWC) and `compile`
-(`torch.compile` of the model; its compile time is reported apart, it is not in the median).
+(autocast, what `train --bf16` does), `channels_last` (model and input in NHWC), `compile`
+(`torch.compile` of the model; its compile time is reported apart, it is not in the median) and
+`entropy` (what `train --train-only entropy` does: a rate-only pass, the transforms frozen).
 """
 import argparse
 import statistics
@@ -15,16 +16,19 @@ import time
 
 import torch
 
+from codec.train.loop import freeze_for
 from codec.zoo import get_preset
 
-VARIANTS = ("fp32", "bf16", "channels_last", "compile")
+VARIANTS = ("fp32", "bf16", "channels_last", "compile", "entropy")
 
 
 def make_step(model_name: str, variant: str, crop: int, batch: int):
     """A function that runs one training step of the preset on random patches."""
     torch.manual_seed(0)
     model = get_preset(model_name).build().train()
-    opt = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.endswith("quantiles")], lr=1e-4)
+    rate_only = freeze_for(model, "entropy" if variant == "entropy" else None)
+    opt = torch.optim.AdamW([p for n, p in model.named_parameters() if not n.endswith("quantiles") and p.requires_grad],
+                            lr=1e-4)
     x = torch.rand(batch, 3, crop, crop)
     forward = model
     if variant == "channels_last":
@@ -36,7 +40,7 @@ def make_step(model_name: str, variant: str, crop: int, batch: int):
     def step():
         q = torch.rand(batch) * (model.levels - 1) + 1
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
-            out = forward(x, q)
+            out = forward(x, q, rate_only=True) if rate_only else forward(x, q)
         loss = model.rd_loss(x, q, out)["loss"]
         opt.zero_grad()
         loss.backward()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import codec
 from codec.cli import main
@@ -301,7 +301,6 @@ def test_entropy_only_training_moves_the_entropy_model_and_nothing_that_reconstr
     start = codec.zoo.get_preset("mlic-tiny-gaussian").build()
     before = {k: v.clone() for k, v in start.state_dict().items()}
     path = tmp_path / "start.safetensors"
-    from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in before.items()}, path)
     model = train(tmp_path / "run", _cfg(folders, model="mlic-tiny-gaussian", init=str(path), train_only="entropy",
                                          lr=1e-2))

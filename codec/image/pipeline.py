@@ -267,9 +267,11 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
                 tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
                 latents[i] = _transform(net, to_tensor(part, net.stride), quality, part.shape[:2], work, refine,
                                         tile_progress)
+            def code(i: int) -> list[tuple[str, bytes]]:  # tile i's coding steps and rANS, on one thread
+                return _tile_streams(net, _quantize(net, param_net, *latents.pop(i), quality, version), version)
+
             with _parameters_thread():
-                coded = work.per_tile(lambda i: _tile_streams(net, _quantize(net, param_net, *latents.pop(i), quality,
-                                                                               version), version), group)
+                coded = work.per_tile(code, group)
             for i, streams in zip(group, coded):
                 sections += tile_sections(streams, tile_prefix(tile, i), version)
     if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file

@@ -83,7 +83,7 @@ def lr_at(step: int, cfg: dict) -> float:
     return cfg["lr"]
 
 
-def _freeze(model, train_only: str | None) -> bool:
+def freeze_for(model, train_only: str | None) -> bool:
     """Freeze what `train_only` leaves out; whether the steps are rate-only passes."""
     if train_only is None:
         return False
@@ -144,7 +144,7 @@ def train(run_dir: str | Path, cfg: dict, resume: bool = False, checkpoint_every
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(cfg["seed"])
     model = get_preset(cfg["model"]).build(levels=cfg["levels"]).to(device)
-    rate_only = _freeze(model, cfg["train_only"])
+    rate_only = freeze_for(model, cfg["train_only"])
     aux_names = {n for n, _ in model.named_parameters() if n.endswith(".quantiles")}
     aux_params = [p for n, p in model.named_parameters() if n in aux_names]
     main_params = [p for n, p in model.named_parameters() if n not in aux_names and p.requires_grad]
@@ -284,7 +284,8 @@ class _Log:
 class Validator:
     """Real files, not likelihoods: exports the current weights exactly as `export` would,
     then encodes and decodes the validation images through the public API, on the run's
-    `threads` (the same files on any count); bpp is from the file sizes. Rows go to val.csv (step, hours, quality, bpp, psnr, images)."""
+    `threads` (the same files on any count); bpp is from the file sizes. Rows go to val.csv
+    (step, hours, quality, bpp, psnr, images)."""
 
     def __init__(self, cfg: dict, run_dir: Path):
         paths = sorted(p for p in Path(cfg["val"]).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
