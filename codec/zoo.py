@@ -156,15 +156,18 @@ def weights_sha256(name: str) -> str:
 
 
 def list_models() -> list[dict]:
-    """One entry per preset: name, kind, likelihood, whether weights are shipped, quality range,
-    and its releases (newest first) with whether each is installed."""
+    """One entry per preset: name, kind, likelihood, whether weights are shipped, quality range
+    (the residual layer's qualities included), and its releases (newest first) with whether each
+    is installed."""
+    from codec.image import CODER_VERSION, residual  # codec.image imports this module
+
     out, shipped = [], manifest()
     for p in PRESETS.values():
         rel = releases(p.name)
         levels = len(shipped.get(p.name, {}).get("lambdas", DEFAULT_LAMBDAS)) if p.kind == "image" else None
         out.append({"name": p.name, "kind": p.kind, "likelihood": p.likelihood,
                     "weights_shipped": bool(rel) and rel[0]["installed"], "default": p.name == DEFAULT_IMAGE_MODEL,
-                    "qualities": [1.0, float(levels)] if levels else None,
+                    "qualities": [1.0, residual.max_quality(levels, CODER_VERSION)] if levels else None,
                     "description": p.description, "releases": rel})
     return out
 

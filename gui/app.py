@@ -230,7 +230,7 @@ def build_app(root: Path, threads: int | None = None):
                     if EXAMPLE.is_file():
                         gr.Examples([[str(EXAMPLE)]], inputs=image, label="Example (Kodak kodim23)")
                     model = gr.Dropdown(models, value=models[0] if models else None, label="Model")
-                    quality = gr.Slider(1, 8, value=4, step=0.1, label="Quality (1 = smallest file, 8 = best)")
+                    quality = gr.Slider(1, 12, value=4, step=0.1, label="Quality (1 = smallest file, 12 = best)")
                     compress = gr.Button("Compress", variant="primary", elem_id="compress")
                     ncf_out = gr.File(label="Compressed .ncf")
                 with gr.Column():

@@ -163,7 +163,7 @@ def test_bad_inputs_are_refused_clearly(tmp_path):
     with pytest.raises(NeurocodecError, match="not found"):
         encode_image(tmp_path / "missing.png")
     with pytest.raises(NeurocodecError, match="quality"):
-        encode_image(np.zeros((8, 8, 3), np.uint8), quality=9)
+        encode_image(np.zeros((8, 8, 3), np.uint8), quality=12.5)
     with pytest.raises(NeurocodecError, match="unknown model"):
         encode_image(np.zeros((8, 8, 3), np.uint8), model="nope")
 

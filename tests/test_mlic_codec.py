@@ -76,7 +76,7 @@ def test_every_preset_and_family_is_registered(weights):
             m = models[f"{size}-{family}"]
             assert (m["kind"], m["likelihood"]) == ("image", family)
             assert m["weights_shipped"] == (size == "mlic-tiny")  # only the temporary ones here
-            assert m["qualities"] == [1.0, 8.0]
+            assert m["qualities"] == [1.0, 12.0]
     with pytest.raises(WeightsError, match="no weights"):
         encode_image(np.zeros((8, 8, 3), np.uint8), model="mlic-small-gaussian")
 

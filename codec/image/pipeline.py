@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from codec import entropy, exact
-from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, read_container,
+from codec.container import (DEFAULT_LIMITS, Header, Limits, MediaKind, NcfError, Section, read_container,
                              sections_by_name, write_container)
 from codec.errors import NeurocodecError
-from codec.image import bands
+from codec.image import bands, residual
 from codec.image.pixels import load_rgb, to_rgb8, to_tensor
 from codec.image.refine import effort_steps, refine_latents
 from codec.image.tiles import (MAX_TILE, PACKED_SINCE, TILE, TileStreams, tile_grid, tile_prefix, tile_sections,
@@ -44,7 +44,7 @@ from codec.threads import Pool, give_back_free_memory, torch_threads
 from codec.zoo import DEFAULT_IMAGE_MODEL, get_preset, load_model, split_release
 
 COLOR_FORMAT = "rgb8"
-CODER_VERSION = 7
+CODER_VERSION = 8
 # The precision of the hyper and context networks that compute the coder's parameters, per
 # coder version. Version 1 computed them in float32, whose rounding differs between PyTorch's
 # AVX2, AVX512 and scalar kernels by more than the parameter grid, so its files decode only
@@ -57,9 +57,10 @@ CODER_VERSION = 7
 # around their heaviest component's mean (codec.image.ycoding). Version 6 is version 5 with
 # the multivariate mixture's steps coding residuals too (the same bytes for every other model).
 # Version 7 computes the Gaussian mixture's parameters on codec.exact too (its softmax on the
-# exact exp); the same bytes as version 6 for every other model.
+# exact exp); the same bytes as version 6 for every other model. Version 8 adds the residual layer
+# (codec.image.residual) above a model's base quality; below it, the streams of version 7.
 PARAMETER_DTYPES = {1: torch.float32, 2: torch.float64, 3: torch.float64, 4: torch.float64, 5: torch.float64,
-                    6: torch.float64, 7: torch.float64}
+                    6: torch.float64, 7: torch.float64, 8: torch.float64}
 EXACT_SINCE = 4
 EXACT_MIXTURES_SINCE = 7
 MIXTURE_RESIDUALS_SINCE = {"gmm": 5, "mvgmm": 6}
@@ -228,8 +229,9 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
                  effort: str | None = None, progress=None, threads: int | None = None) -> bytes:
     """Compress an image (path, file object, PIL image or uint8 array) to .ncf bytes.
 
-    `quality` is continuous in [1, L] (L = the model's number of trained rate points,
-    8 for the shipped models): 1 gives the smallest files, fractions interpolate.
+    `quality` is continuous in [1, L + 4] (L = the model's number of trained rate points,
+    8 for the shipped models): 1 gives the smallest files, fractions interpolate; qualities
+    above L - 3 add the residual layer (codec.image.residual) to the learned one.
     Images with a side above `tile` are coded in independent tiles (bounded memory).
     `refine` > 0: optimize the latents for this image for that many steps first
     (codec.image.refine; slower encoding, the same decoder); `progress(done, total)` is called
@@ -249,14 +251,16 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     if preset.kind != "image":
         raise NeurocodecError(f"model {name!r} is a {preset.kind} model, not an image model")
     net, sha = load_model(release)
-    if not 1.0 <= float(quality) <= net.levels:
-        raise NeurocodecError(f"quality must be in [1, {net.levels}], got {quality}")
+    version = CODER_VERSION
+    top = residual.max_quality(net.levels, version)
+    if not 1.0 <= float(quality) <= top:
+        raise NeurocodecError(f"quality must be in [1, {top:g}], got {quality}")
     quality = float(np.float32(quality))  # the header stores float32; decode must see the same value
+    learned, step = residual.split(quality, net.levels, version)
     rgb = load_rgb(image, limits)
     h, w = rgb.shape[:2]
     tile = tile_side(net, h, w, tile)
     tiles = tile_grid(h, w, tile)
-    version = CODER_VERSION
     param_net = parameter_net(net, version)
     sections = []
     with _Work(threads) as work:
@@ -265,15 +269,20 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
             for i in group:
                 part = rgb[tiles[i]]
                 tile_progress = progress and (lambda done, _, i=i: progress(i * refine + done, len(tiles) * refine))
-                latents[i] = _transform(net, to_tensor(part, net.stride), quality, part.shape[:2], work, refine,
+                latents[i] = _transform(net, to_tensor(part, net.stride), learned, part.shape[:2], work, refine,
                                         tile_progress)
-            def code(i: int) -> list[tuple[str, bytes]]:  # tile i's coding steps and rANS, on one thread
-                return _tile_streams(net, _quantize(net, param_net, *latents.pop(i), quality, version), version)
+            def code(i: int) -> tuple[list[tuple[str, bytes]], torch.Tensor]:  # tile i's coding steps and rANS
+                lat = _quantize(net, param_net, *latents.pop(i), learned, version)
+                return _tile_streams(net, lat, version), lat.y_hat
 
             with _parameters_thread():
                 coded = work.per_tile(code, group)
-            for i, streams in zip(group, coded):
+            for i, (streams, y_hat) in zip(group, coded):
                 sections += tile_sections(streams, tile_prefix(tile, i), version)
+                if step is not None:
+                    part = rgb[tiles[i]]
+                    x_hat = _synthesis(net, y_hat, learned, *part.shape[:2], work)
+                    sections.append(Section(tile_prefix(tile, i) + "residual", residual.encode(part, x_hat, step)[0]))
     if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
         raise NeurocodecError(f"{len(sections)} sections exceed the {DEFAULT_LIMITS.max_sections} a "
                               f"file may hold; use a larger tile")
@@ -298,14 +307,17 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0,
     h, w = rgb.shape[:2]
     out = np.empty_like(rgb)
     version = CODER_VERSION
+    learned, step = residual.split(quality, net.levels, version)
     param_net = parameter_net(net, version)
     with _Work(threads) as work:
         for rows, cols in tile_grid(h, w, tile_side(net, h, w, tile)):
             part = rgb[rows, cols]
-            y, z = _transform(net, to_tensor(part, net.stride), quality, part.shape[:2], work, refine)
+            y, z = _transform(net, to_tensor(part, net.stride), learned, part.shape[:2], work, refine)
             with _parameters_thread():
-                lat = _quantize(net, param_net, y, z, quality, version)
-            out[rows, cols] = _synthesis(net, lat.y_hat, quality, *part.shape[:2], work)
+                lat = _quantize(net, param_net, y, z, learned, version)
+            out[rows, cols] = _synthesis(net, lat.y_hat, learned, *part.shape[:2], work)
+            if step is not None:
+                out[rows, cols] = residual.encode(part, out[rows, cols], step)[1]
     return out
 
 
@@ -327,8 +339,9 @@ def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
         raise NcfError(f"unsupported colour format or coder settings: {header.color} {header.coder}")
     if header.coder["version"] == EXACT_SINCE and not exact.supports(net):
         raise NcfError(f"coder version {header.coder['version']} does not cover model {header.model!r}")
-    if not 1.0 <= header.quality <= net.levels:
-        raise NcfError(f"quality {header.quality} out of the model's range [1, {net.levels}]")
+    top = residual.max_quality(net.levels, header.coder["version"])
+    if not 1.0 <= header.quality <= top:
+        raise NcfError(f"quality {header.quality} out of the model's range [1, {top:g}]")
     tile = header.coder.get("tile")
     if tile is None and header.pad_width * header.pad_height > MAX_TILE ** 2:
         raise NcfError(f"untiled image of {header.pad_width}x{header.pad_height} padded pixels exceeds "
@@ -338,7 +351,7 @@ def check_header(header: Header) -> tuple[torch.nn.Module, dict]:
     return net, header.coder
 
 
-def _decode_latents(net, param_net, header: Header, take, h: int, w: int) -> torch.Tensor:
+def _decode_latents(net, param_net, header: Header, take, h: int, w: int, quality: float) -> torch.Tensor:
     """y_hat of an h x w tile from its streams `take(name)` gives. Call within `_parameters_thread`."""
     zh, zw = -(-h // net.stride), -(-w // net.stride)
     z_shape = (1, net.z_medians().numel(), zh, zw)
@@ -347,7 +360,7 @@ def _decode_latents(net, param_net, header: Header, take, h: int, w: int) -> tor
     chain = entropy.ChainDecoder(chained=version >= PACKED_SINCE)
     z_symbols = chain.decode_table(take("z"), z_indexes.ravel(), *_z_tables(net)).reshape(z_shape)
     z_hat = (torch.from_numpy(z_symbols).float() + medians).to(PARAMETER_DTYPES[version])
-    y_hat = decode_y(param_net, z_hat, torch.tensor([header.quality]), take, chain,
+    y_hat = decode_y(param_net, z_hat, torch.tensor([quality]), take, chain,
                      mixture_residuals(param_net, version))
     chain.finish()
     return y_hat.float()
@@ -368,18 +381,20 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS, *, threads: int |
     tiles = tile_grid(header.height, header.width, tile)
     per_tile = 1 + coder.get("y_streams", -1)
     packed = coder["version"] >= PACKED_SINCE
-    if per_tile < 1 or len(streams) != len(tiles) * (1 if packed else per_tile):
+    learned, step = residual.split(header.quality, net.levels, coder["version"])
+    if per_tile < 1 or len(streams) != len(tiles) * ((1 if packed else per_tile) + (step is not None)):
         raise NcfError(f"file has {len(streams)} sections but its header announces {len(tiles)} tiles of "
-                       f"z and {coder.get('y_streams')} y streams")
+                       f"z and {coder.get('y_streams')} y streams" + ("" if step is None else " and a residual"))
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
     param_net = parameter_net(net, coder["version"])
 
-    def latents(i: int) -> torch.Tensor:
+    def latents(i: int) -> tuple[torch.Tensor, np.ndarray | None]:
+        """Tile i's y_hat and, above the base quality, its residual's coefficients."""
         rows, cols = tiles[i]
+        h, w = rows.stop - rows.start, cols.stop - cols.start
         tile_streams = TileStreams(streams, tile_prefix(tile, i), per_tile, packed, header.model)
         try:
-            y_hat = _decode_latents(net, param_net, header, tile_streams.take, rows.stop - rows.start,
-                                    cols.stop - cols.start)
+            y_hat = _decode_latents(net, param_net, header, tile_streams.take, h, w, learned)
         except entropy.EntropyCodingError as e:
             # Every section passed its CRC, so the bytes are as the encoder wrote them: either the
             # file was crafted, or the encoder's CPU computed the coder's parameters differently.
@@ -390,16 +405,23 @@ def decode_image(data: bytes, limits: Limits = DEFAULT_LIMITS, *, threads: int |
                            f"was made by a faulty encoder, or on a CPU whose float arithmetic differs from "
                            f"this one's ({portability}; docs/reliability.md)") from None
         tile_streams.check_all_taken()
-        return y_hat
+        if step is None:
+            return y_hat, None
+        name = tile_prefix(tile, i) + "residual"
+        if name not in streams:
+            raise NcfError(f"file lacks the section {name!r}")
+        return y_hat, residual.decode(streams.pop(name), h, w)
 
     with _Work(threads) as work:
         for group in work.groups(len(tiles)):
             with _parameters_thread():
-                y_hats = work.per_tile(latents, group)
-            for i, y_hat in zip(group, y_hats):
+                decoded = work.per_tile(latents, group)
+            for i, (y_hat, coefficients) in zip(group, decoded):
                 rows, cols = tiles[i]
-                out[rows, cols] = _synthesis(net, y_hat, header.quality, rows.stop - rows.start,
+                out[rows, cols] = _synthesis(net, y_hat, learned, rows.stop - rows.start,
                                              cols.stop - cols.start, work)
+                if coefficients is not None:
+                    out[rows, cols] = residual.add(out[rows, cols], coefficients, step)
     if streams:
         raise NcfError(f"file has sections {sorted(streams)} that model {header.model!r} does not use")
     return out
