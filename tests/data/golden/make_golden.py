@@ -112,9 +112,10 @@ def write_current(manifest: dict) -> None:
         for quality, box in CURRENT_CROPS:
             name = f"v{CODER_VERSION}-{model}-{weights[:8]}-q{quality:g}.ncf"
             crop = source_pixels({"image": SOURCE_IMAGE, "box": box})
-            (GOLDEN / name).write_bytes(codec.encode_image(crop, model=model, quality=quality))
+            release = f"{model}@{weights}"  # that release, not the preset's newest
+            (GOLDEN / name).write_bytes(codec.encode_image(crop, model=release, quality=quality))
             add(manifest, name, record(name, "HEAD", box, f"python tests/data/golden/make_golden.py "
-                                                          f"(codec.encode_image of the crop, model={model!r}, "
+                                                          f"(codec.encode_image of the crop, model={release!r}, "
                                                           f"quality={quality:g})"))
 
 
