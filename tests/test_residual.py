@@ -74,7 +74,8 @@ def _with_section(data: bytes, name: str, new: bytes | None) -> bytes:
 def test_bad_residual_sections_and_qualities_are_refused(image, monkeypatch):
     data = encode_image(image[:40, :40], quality=8.0, threads=1)
     section = dict((s.name, s.data) for s in read_container(data)[1])["residual"]
-    for bad in (section[:10], bytes([residual.MAX_CODE + 1]) + section[1:], section[:residual.GROUPS]):
+    for bad in (section[:10], bytes([residual.MAX_CODE + 1]) + section[1:], section[:residual.GROUPS],
+                section[:-1], section + b"\0"):
         with pytest.raises(NcfError):
             decode_image(_with_section(data, "residual", bad))
     with pytest.raises(NcfError, match="sections"):
