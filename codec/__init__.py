@@ -4,7 +4,7 @@ Public API (what the CLI, the GUI and users import):
 
 - ``encode_image(image, model=None, quality=4.0, threads=None) -> bytes``: compress a path,
   file object, PIL image or HxWx3 uint8 array; quality is continuous in [1, 12] (1 = smallest
-  file; above 5 a residual layer tops up the learned one); ``threads``: how many to compute on (None: every core; the file is the same for any).
+  file; above 6 a residual layer tops up the learned one); ``threads``: how many to compute on (None: every core; the file is the same for any).
 - ``decode_image(data, threads=None) -> np.ndarray``: .ncf bytes back to an HxWx3 uint8 RGB
   array, bit-exactly the encoder's reconstruction, the same pixels on any thread count.
 - ``encode_video(source, bpp=None, quality=None, frames=None, size=None, epochs=None) -> bytes``:

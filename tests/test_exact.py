@@ -162,7 +162,7 @@ def test_newer_versions_hold_the_same_streams_where_they_change_nothing_for_the_
     """Versions 5-8 write version 4's streams where codec.exact covers the model; 6 changes only
     the multivariate mixture's steps; 7 moves the Gaussian mixture's parameters to codec.exact,
     whose codes equal the float64 PyTorch route's here (they may differ at a grid boundary);
-    8 adds the residual layer only above the base quality (5 here)."""
+    8 adds the residual layer only above the base quality (6 here)."""
     data = encode_image(crop[:70, :100], model=model, quality=5)
     assert read_container(data)[0].coder["version"] == codec.image.CODER_VERSION == 8
     assert np.array_equal(decode_image(data), reconstruct(crop[:70, :100], model=model, quality=5))

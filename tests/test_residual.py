@@ -24,20 +24,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_qualities_map_to_the_learned_layer_and_a_step():
-    assert residual.split(4.0, 8, 8) == (4.0, None) and residual.split(5.0, 8, 8) == (5.0, None)
-    assert residual.split(7.0, 8, 8) == (5.0, 32.0) and residual.split(12.0, 8, 8) == (5.0, pytest.approx(4 * 2 ** 0.5))
+    assert residual.split(4.0, 8, 8) == (4.0, None) and residual.split(6.0, 8, 8) == (6.0, None)
+    assert residual.split(11.0, 8, 8) == (6.0, 8.0) and residual.split(12.0, 8, 8) == (6.0, pytest.approx(64 / 2 ** 3.6))
     assert residual.split(7.0, 8, 7) == (7.0, None)  # older coder versions have no residual layer
     assert residual.max_quality(8, 8) == 12.0 and residual.max_quality(8, 7) == 8.0
 
 
 def test_quality_rises_past_the_learned_layer_and_files_decode_to_the_encoders_pixels(image):
     sizes, psnrs = [], []
-    for quality in (5.0, 7.0, 9.5, 12.0):
+    for quality in (6.0, 7.0, 9.5, 12.0):
         data = encode_image(image, quality=quality, threads=1)
         pixels = decode_image(data, threads=1)
         assert np.array_equal(pixels, reconstruct(image, quality=quality, threads=1))
         names = [s.name for s in read_container(data)[1]]
-        assert ("residual" in names) == (quality > 5.0)
+        assert ("residual" in names) == (quality > 6.0)
         sizes.append(len(data))
         psnrs.append(psnr(pixels, image))
     assert sizes == sorted(sizes) and psnrs == sorted(psnrs)

@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help=".ncf file to write, or - for stdout")
     p.add_argument("--model", default=None, help="model preset (see `neurocodec models`; default: the shipped default)")
     p.add_argument("--quality", type=float, default=None,
-                   help="images: 1 (smallest file) to 12 (best quality; above 5 a DCT residual layer tops up "
+                   help="images: 1 (smallest file) to 12 (best quality; above 6 a DCT residual layer tops up "
                         "the learned one, past its 36 dB ceiling), videos: 1 to 8; fractions allowed (default 4)")
     p.add_argument("--verify", action="store_true", help="decode the result and fail if it differs from the encoder's reconstruction")
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",

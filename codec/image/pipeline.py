@@ -231,7 +231,7 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
 
     `quality` is continuous in [1, L + 4] (L = the model's number of trained rate points,
     8 for the shipped models): 1 gives the smallest files, fractions interpolate; qualities
-    above L - 3 add the residual layer (codec.image.residual) to the learned one.
+    above L - 2 add the residual layer (codec.image.residual) to the learned one.
     Images with a side above `tile` are coded in independent tiles (bounded memory).
     `refine` > 0: optimize the latents for this image for that many steps first
     (codec.image.refine; slower encoding, the same decoder); `progress(done, total)` is called

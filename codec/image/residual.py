@@ -3,12 +3,12 @@
 Why: the learned layer's top is capped by its transforms (mlic-medium stops near 35.7 dB on
 Kodak) and its last rate points buy little quality per bit, while the error it leaves is
 plain transform-coding material. So from coder version 8, a quality q above a model's
-`base_quality` (its levels - 3) codes the learned layer at the base quality and the residual
+`base_quality` (its levels - 2) codes the learned layer at the base quality and the residual
 x - x_hat on top: an orthonormal colour transform, 8x8 DCTs (scipy), one uniform step
-64 * 2^(-(q - base) / 2), and Laplace laws whose scale is a code per (plane, frequency) plus an
+64 * 2^(-0.6 (q - base)), and Laplace laws whose scale is a code per (plane, frequency) plus an
 offset per context class (`_Context`: what the block and its neighbours held in the groups
-coded before). On six Kodak images this gave the same PSNR as the learned layer's quality 7
-at 13 % fewer bits and went on to 38 dB and beyond (docs/results.md).
+coded before). On six Kodak images this gave the same PSNR as the learned layer's quality 8
+at 21 % fewer bits and went on to 38 dB and beyond (docs/models.md).
 
 The entropy coding never depends on x_hat, so pixels that differ by a rounding between CPUs
 (the synthesis runs in float32) cannot break a stream; they only differ by a rounding in the
@@ -44,7 +44,7 @@ _COLOUR /= np.linalg.norm(_COLOUR, axis=1, keepdims=True)
 
 def base_quality(levels: int) -> float:
     """The learned layer's quality under every quality above it."""
-    return float(max(1, levels - 3))
+    return float(max(1, levels - 2))
 
 
 def max_quality(levels: int, version: int) -> float:
@@ -57,7 +57,7 @@ def split(quality: float, levels: int, version: int) -> tuple[float, float | Non
     base = base_quality(levels)
     if version < SINCE or quality <= base:
         return quality, None
-    return base, 64.0 * 2.0 ** (-(quality - base) / 2)
+    return base, 64.0 * 2.0 ** (-0.6 * (quality - base))
 
 
 def _padded(h: int, w: int) -> tuple[int, int]:
