@@ -86,3 +86,13 @@ def test_bad_residual_sections_and_qualities_are_refused(image, monkeypatch):
     monkeypatch.setattr(codec.image.pipeline, "CODER_VERSION", 7)
     with pytest.raises(NeurocodecError, match="quality"):
         encode_image(image[:40, :40], quality=9.0)
+
+
+def test_the_learned_layer_alone_is_a_version_7_file(image):
+    """What training validates: the learned layer's own qualities up to L."""
+    data = encode_image(image[:40, :40], quality=8.0, threads=1, residual_layer=False)
+    header, sections = read_container(data)
+    assert header.coder["version"] == residual.SINCE - 1 and [s.name for s in sections] == ["streams"]
+    assert decode_image(data).shape == (40, 40, 3)
+    with pytest.raises(NeurocodecError, match="quality"):
+        encode_image(image[:40, :40], quality=9.0, residual_layer=False)

@@ -226,7 +226,8 @@ def _tile_streams(net, lat: _Latents, version: int) -> list[tuple[str, bytes]]:
 
 def encode_image(image, model: str | None = None, quality: float = 4.0,
                  limits: Limits = DEFAULT_LIMITS, *, tile: int = TILE, refine: int = 0,
-                 effort: str | None = None, progress=None, threads: int | None = None) -> bytes:
+                 effort: str | None = None, progress=None, threads: int | None = None,
+                 residual_layer: bool = True) -> bytes:
     """Compress an image (path, file object, PIL image or uint8 array) to .ncf bytes.
 
     `quality` is continuous in [1, L + 4] (L = the model's number of trained rate points,
@@ -238,6 +239,8 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     after every refinement step (total = steps x tiles). `effort` ("fast", "default", "max")
     picks the refinement steps instead (codec.image.refine.EFFORT_STEPS). `threads`: how many
     threads to compute on (None: every core); the file is the same for every count.
+    `residual_layer=False` codes the learned layer alone at qualities up to L, as coder version
+    7 did (what training validates: the learned layer's own rate points).
     """
     if effort is not None:
         if refine:
@@ -251,7 +254,7 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
     if preset.kind != "image":
         raise NeurocodecError(f"model {name!r} is a {preset.kind} model, not an image model")
     net, sha = load_model(release)
-    version = CODER_VERSION
+    version = CODER_VERSION if residual_layer else residual.SINCE - 1
     top = residual.max_quality(net.levels, version)
     if not 1.0 <= float(quality) <= top:
         raise NeurocodecError(f"quality must be in [1, {top:g}], got {quality}")

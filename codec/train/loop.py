@@ -309,7 +309,8 @@ class Validator:
                 bpp, quality = [], []
                 for path in self.paths:
                     rgb = load_rgb(path)
-                    data = codec.encode_image(rgb, model=self.preset, quality=q, threads=self.threads)
+                    data = codec.encode_image(rgb, model=self.preset, quality=q, threads=self.threads,
+                                              residual_layer=False)  # the learned layer's own rate points
                     bpp.append(len(data) * 8 / (rgb.shape[0] * rgb.shape[1]))
                     quality.append(psnr(rgb, codec.decode_image(data, threads=self.threads)))
                 rows.append({"quality": q, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(quality))})
