@@ -64,8 +64,7 @@ def test_validation_and_export_use_real_files(folders, tmp_path):
     rows = list(csv.DictReader(open(run / "val.csv")))
     assert [float(r["quality"]) for r in rows] == [1.0, 8.0] and all(r["step"] == "2" for r in rows)
 
-    weights = tmp_path / "weights"
-    weights.mkdir()
+    weights = tmp_path / "weights"  # a folder that does not exist yet
     assert main(["train", "export", str(run), "-o", str(weights)]) == 0
     entry = json.loads((weights / "manifest.json").read_text())["hyperprior-small"]
     assert entry["training"]["steps"] == 2 and entry["dtype"] == "float16"

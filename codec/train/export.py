@@ -34,6 +34,7 @@ def write_weights(model, preset_name: str, folder: Path, dtype: str = "float16",
     folder = Path(folder)
     if folder.suffix == ".safetensors":
         raise ValueError(f"give the weights folder, not a file name: releases are named {preset_name}@<id>.safetensors")
+    folder.mkdir(parents=True, exist_ok=True)  # a new folder for a release to try, as `-o` suggests
     model = copy.deepcopy(model).cpu().eval()
     model.entropy_bottleneck.update(force=True)
     cast = getattr(torch, dtype)
