@@ -106,9 +106,10 @@ def weights_table() -> str:
         t = e["training"]
         rows.append([f"`{name}`", config_text(e["config"]), f"{parameters(e['file']) / 1e6:.2f} M",
                      stored_as(e["file"]), f"`{e['sha256'][:12]}`", f"{t['steps']:,}",
-                     f"{t['hours']:.2f}", pct(e["kodak"]["bd_rate_vs_webp_pct"])])
+                     f"{t['hours']:.2f}", pct(e["kodak"]["bd_rate_vs_webp_pct"]),
+                     f"{e['kodak']['quality'][0]:g}-{e['kodak']['quality'][-1]:g}"])
     return table(["weights", "config", "parameters", "stored as", "sha256", "steps of its last run",
-                  "hours of its last run", "Kodak BD-rate vs WebP"], rows, right_from=2)
+                  "hours of its last run", "Kodak BD-rate vs WebP", "over qualities"], rows, right_from=2)
 
 
 def kodak_model(name: str) -> str:
