@@ -1,6 +1,6 @@
 """Peak memory and time of encoding and decoding an 8K (7680x4320) photo, tiled.
 
-    PYTHONPATH=. python benchmarks/large_image_memory.py [--image PATH] [--threads N] [--json]
+    PYTHONPATH=. python benchmarks/large_image_memory.py [--image PATH] [--threads N] [--quality Q] [--json]
 
 The photo is the first training photo upscaled to 8K (a synthetic gradient where there is
 none). Prints encode/decode seconds on `--threads` threads (default: every core), bpp, PSNR
@@ -32,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quality", type=float, default=4.0, help="above 6: with the residual layer")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from codec.image import decode_image, encode_image
@@ -41,12 +42,12 @@ def main() -> None:
 
     rgb = photo_8k(args.image)
     t0 = time.perf_counter()
-    data = encode_image(rgb, quality=4, threads=threads)
+    data = encode_image(rgb, quality=args.quality, threads=threads)
     t1 = time.perf_counter()
     out = decode_image(data, threads=threads)
     t2 = time.perf_counter()
     mse = np.mean((out.astype(np.float32) - rgb) ** 2)
-    result = {"size": f"{rgb.shape[1]}x{rgb.shape[0]}", "threads": threads, "bytes": len(data), "bpp": len(data) * 8 / rgb[..., 0].size,
+    result = {"size": f"{rgb.shape[1]}x{rgb.shape[0]}", "threads": threads, "quality": args.quality, "bytes": len(data), "bpp": len(data) * 8 / rgb[..., 0].size,
               "psnr": float(10 * np.log10(255 ** 2 / mse)), "encode_s": t1 - t0, "decode_s": t2 - t1,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print(json.dumps(result) if args.json else "\n".join(f"{k:12s} {v}" for k, v in result.items()))
