@@ -140,20 +140,29 @@ def add(x_hat: np.ndarray, q: np.ndarray, step: float) -> np.ndarray:
     planes = scipy.fft.idctn(_unblocks(q * step, ph, pw).reshape(PLANES, ph // BLOCK, BLOCK, pw // BLOCK, BLOCK),
                              axes=(2, 4), norm="ortho").reshape(PLANES, ph, pw)[:, :h, :w]
     rgb = np.tensordot(_COLOUR.T, planes, axes=1).transpose(1, 2, 0)
-    return np.clip(np.rint(x_hat + rgb), 0, 255).astype(np.uint8)
+    del planes
+    rgb += x_hat  # in place: a 1024 x 1024 tile's float64 planes are 25 MB each
+    return np.clip(np.rint(rgb, out=rgb), 0, 255, out=rgb).astype(np.uint8)
+
+
+def _quantized(x: np.ndarray, x_hat: np.ndarray, step: float) -> np.ndarray:
+    """The residual's quantized coefficients (GROUPS, blocks); its float temporaries end here."""
+    h, w = x.shape[:2]
+    ph, pw = _padded(h, w)
+    planes = np.tensordot(_COLOUR, (x.astype(np.float64) - x_hat).transpose(2, 0, 1), axes=1)
+    planes = np.pad(planes, ((0, 0), (0, ph - h), (0, pw - w)), mode="edge")
+    c = scipy.fft.dctn(planes.reshape(PLANES, ph // BLOCK, BLOCK, pw // BLOCK, BLOCK), axes=(2, 4), norm="ortho")
+    del planes
+    c = _blocks(c.reshape(PLANES, ph, pw))
+    return (np.sign(c) * np.floor(np.abs(c) / step + ROUNDING)).astype(np.int32).reshape(GROUPS, -1)
 
 
 def encode(x: np.ndarray, x_hat: np.ndarray, step: float) -> tuple[bytes, np.ndarray]:
     """The section of the residual x - x_hat (both h x w x 3 uint8) and the pixels it decodes to."""
-    h, w = x.shape[:2]
-    ph, pw = _padded(h, w)
-    r = (x.astype(np.float64) - x_hat).transpose(2, 0, 1)
-    planes = np.pad(np.tensordot(_COLOUR, r, axes=1), ((0, 0), (0, ph - h), (0, pw - w)), mode="edge")
-    c = _blocks(scipy.fft.dctn(planes.reshape(PLANES, ph // BLOCK, BLOCK, pw // BLOCK, BLOCK),
-                               axes=(2, 4), norm="ortho").reshape(PLANES, ph, pw))
-    q = (np.sign(c) * np.floor(np.abs(c) / step + ROUNDING)).astype(np.int32).reshape(GROUPS, -1)
+    ph, pw = _padded(*x.shape[:2])
+    q = _quantized(x, x_hat, step)
     context = _Context(ph // BLOCK, pw // BLOCK)
-    classes = np.empty(q.shape, dtype=np.int64)
+    classes = np.empty(q.shape, dtype=np.uint8)
     for g in range(GROUPS):
         classes[g] = context.classes()
         context.add(q[g])
