@@ -301,3 +301,21 @@ def test_thread_invariant_at_real_size(tmp_path):
     finally:
         torch.set_num_threads(old)
     assert np.array_equal(a, b) and np.array_equal(a, np.concatenate(recon))
+
+
+def test_weight_deltas_that_drifted_far_still_meet_their_budget():
+    """A later group whose weights moved by 8-20 steps: a dead zone of 2^3 steps leaves them all,
+    so the rate control widens it (up to 2^5) until the deltas fit; small drifts stay below 2^3."""
+    from codec.video import rate
+
+    gen = torch.Generator().manual_seed(0)
+    prev = {"w": torch.zeros(4000)}
+    steps = {"w": torch.ones(4000)}
+    far = {"w": (8 + 12 * torch.rand(4000, generator=gen)) * torch.sign(torch.randn(4000, generator=gen))}
+    cost = lambda params, t: len(rate.pack_weights(1, [(rate.delta_ints(params["w"], steps["w"], prev["w"], t, 10 ** 6)  # noqa: E731
+                                                        - prev["w"]).to(torch.int32).numpy()]))
+    budget = cost(far, 3.0) / 3
+    t = rate.delta_zone(far, steps, prev, 1, 10 ** 6, budget)
+    assert 3.0 < t <= rate.MAX_DEAD_ZONE and cost(far, t) <= budget * 1.05
+    near = {"w": 3 * torch.randn(4000, generator=gen)}
+    assert rate.delta_zone(near, steps, prev, 1, 10 ** 6, cost(near, 1.0)) <= 3.0
