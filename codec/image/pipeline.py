@@ -285,7 +285,7 @@ def encode_image(image, model: str | None = None, quality: float = 4.0,
                 if step is not None:
                     part = rgb[tiles[i]]
                     x_hat = _synthesis(net, y_hat, learned, *part.shape[:2], work)
-                    sections.append(Section(tile_prefix(tile, i) + "residual", residual.encode(part, x_hat, step)[0]))
+                    sections.append(Section(tile_prefix(tile, i) + "residual", residual.encode(part, x_hat, step)))
     if len(sections) > DEFAULT_LIMITS.max_sections:  # every reader must be able to open the file
         raise NeurocodecError(f"{len(sections)} sections exceed the {DEFAULT_LIMITS.max_sections} a "
                               f"file may hold; use a larger tile")
@@ -320,7 +320,7 @@ def reconstruct(image, model: str | None = None, quality: float = 4.0,
                 lat = _quantize(net, param_net, y, z, learned, version)
             out[rows, cols] = _synthesis(net, lat.y_hat, learned, *part.shape[:2], work)
             if step is not None:
-                out[rows, cols] = residual.encode(part, out[rows, cols], step)[1]
+                out[rows, cols] = residual.reconstruction(part, out[rows, cols], step)
     return out
 
 

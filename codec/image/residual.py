@@ -112,7 +112,8 @@ def _fit(q: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     top = int(mags.max(initial=0))
     hist = np.bincount(((np.arange(GROUPS)[:, None] * CLASSES + classes) * (top + 1) + mags).ravel(),
                        minlength=GROUPS * CLASSES * (top + 1)).reshape(GROUPS, CLASSES, top + 1)
-    scales = 2.0 ** (-4 + np.arange(MAX_CODE) / 8)
+    scales = entropy.dequantize_params("laplace", _symbol_codes(0, np.arange(MAX_CODE, dtype=np.int64),
+                                                               np.arange(MAX_CODE)))["scale"]  # codes 1..MAX_CODE
     k = np.arange(top + 1, dtype=np.float64)
     edge = np.exp(-np.maximum(k - 0.5, 0)[None] / scales[:, None]) - np.exp(-(k + 0.5)[None] / scales[:, None])
     cost = -np.log2(np.maximum(np.where(k[None] == 0, edge, edge / 2), 1e-300))  # one sign of +-k
@@ -157,8 +158,13 @@ def _quantized(x: np.ndarray, x_hat: np.ndarray, step: float) -> np.ndarray:
     return (np.sign(c) * np.floor(np.abs(c) / step + ROUNDING)).astype(np.int32).reshape(GROUPS, -1)
 
 
-def encode(x: np.ndarray, x_hat: np.ndarray, step: float) -> tuple[bytes, np.ndarray]:
-    """The section of the residual x - x_hat (both h x w x 3 uint8) and the pixels it decodes to."""
+def reconstruction(x: np.ndarray, x_hat: np.ndarray, step: float) -> np.ndarray:
+    """The pixels `encode`'s section decodes to (what `reconstruct` and `--verify` compare with)."""
+    return add(x_hat, _quantized(x, x_hat, step).reshape(PLANES, BLOCK * BLOCK, -1), step)
+
+
+def encode(x: np.ndarray, x_hat: np.ndarray, step: float) -> bytes:
+    """The section of the residual x - x_hat (both h x w x 3 uint8)."""
     ph, pw = _padded(*x.shape[:2])
     q = _quantized(x, x_hat, step)
     context = _Context(ph // BLOCK, pw // BLOCK)
@@ -170,8 +176,7 @@ def encode(x: np.ndarray, x_hat: np.ndarray, step: float) -> tuple[bytes, np.nda
     chain = entropy.ChainEncoder()
     for g in np.flatnonzero(codes):
         chain.add("laplace", q[g], _symbol_codes(int(codes[g]), offsets, classes[g]))
-    section = codes.tobytes() + offsets.tobytes() + pack_streams(chain.finish())
-    return section, add(x_hat, q.reshape(PLANES, BLOCK * BLOCK, -1), step)
+    return codes.tobytes() + offsets.tobytes() + pack_streams(chain.finish())
 
 
 def decode(data: bytes, h: int, w: int) -> np.ndarray:
