@@ -112,8 +112,8 @@ def _fit(q: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     top = int(mags.max(initial=0))
     hist = np.bincount(((np.arange(GROUPS)[:, None] * CLASSES + classes) * (top + 1) + mags).ravel(),
                        minlength=GROUPS * CLASSES * (top + 1)).reshape(GROUPS, CLASSES, top + 1)
-    scales = entropy.dequantize_params("laplace", _symbol_codes(0, np.arange(MAX_CODE, dtype=np.int64),
-                                                               np.arange(MAX_CODE)))["scale"]  # codes 1..MAX_CODE
+    scale_codes = _scale_codes(np.arange(1, MAX_CODE + 1))
+    scales = entropy.dequantize_params("laplace", {"mean": np.zeros_like(scale_codes), "scale": scale_codes})["scale"]
     k = np.arange(top + 1, dtype=np.float64)
     edge = np.exp(-np.maximum(k - 0.5, 0)[None] / scales[:, None]) - np.exp(-(k + 0.5)[None] / scales[:, None])
     cost = -np.log2(np.maximum(np.where(k[None] == 0, edge, edge / 2), 1e-300))  # one sign of +-k
