@@ -31,6 +31,24 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
 
 
+def log_zones() -> None:
+    """Wrap `codec.video.rate.delta_zone` (which codec.video.fit calls through the module) to log."""
+    rate = codec.video.rate
+    choose = rate.delta_zone
+
+    def logged(params, steps, prev, n_frames, levels, budget):
+        t = choose(params, steps, prev, n_frames, levels, budget)
+        with torch.no_grad():
+            deltas = [(rate.delta_ints(params[k], steps[k], prev[k], t, levels) - prev[k]).to(torch.int32).numpy()
+                      for k in steps]
+        print(json.dumps({"dead_zone_log2": round(t, 3), "bytes": len(rate.pack_weights(n_frames, deltas)),
+                          "budget": round(budget), "nonzero": sum(int(np.count_nonzero(d)) for d in deltas),
+                          "deltas": sum(d.size for d in deltas)}), file=sys.stderr, flush=True)
+        return t
+
+    rate.delta_zone = logged
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clip", action="append", required=True, help="name=path[@WxH]")
@@ -43,8 +61,13 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override a codec.video constant (e.g. RATE_LAMBDA=0.01, BITS_PER_WEIGHT=4.5) "
                          "in every codec.video module that defines it")
+    ap.add_argument("--log-zones", action="store_true",
+                    help="print every dead zone the rate control picks for a later group's weight deltas, "
+                         "with the bytes it reaches, their budget and the non-zero deltas")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.log_zones:
+        log_zones()
     overrides = {}
     for item in args.set:
         name, value = item.split("=", 1)

@@ -7,8 +7,9 @@ plain transform-coding material. So from coder version 8, a quality q above a mo
 x - x_hat on top: an orthonormal colour transform, 8x8 DCTs (scipy), one uniform step
 64 * 2^(-0.6 (q - base)), and Laplace laws whose scale is a code per (plane, frequency) plus an
 offset per context class (`_Context`: what the block and its neighbours held in the groups
-coded before). On six Kodak images this gave the same PSNR as the learned layer's quality 8
-at 21 % fewer bits and went on to 38 dB and beyond (docs/models.md).
+coded before). On six Kodak images quality 8 gives 0.67 dB more than the learned layer's own
+quality 8 at 16 % fewer bits, and the layer goes on to 40 dB at quality 10 and beyond
+(benchmarks/residual_choices.py, docs/models.md).
 
 The entropy coding never depends on x_hat, so pixels that differ by a rounding between CPUs
 (the synthesis runs in float32) cannot break a stream; they only differ by a rounding in the
@@ -85,7 +86,8 @@ class _Context:
     """Each block's class for the next group: how much the groups coded before it left in the
     block (twice) and in its four neighbours, sum |k|, cut at CLASS_BOUNDS. Why: detail is
     local, so a block whose earlier coefficients were large is likely to have large later ones
-    (on six Kodak images, 7-15 % fewer residual bits than one law per group)."""
+    (without classes, six Kodak images at qualities 6-10 took +2.5 % BD-rate, whole files:
+    benchmarks/residual_choices.py)."""
 
     def __init__(self, blocks_high: int, blocks_wide: int):
         self.acc = np.zeros((blocks_high + 2, blocks_wide + 2), dtype=np.int64)
