@@ -23,7 +23,12 @@ from codec.video.resume import ResumeStore, load_optimizer, optimizer_tensors
 from models.inr import EmbeddingEncoder, HNeRVDecoder, fake_quant, step_from_code
 
 EMB_BITS = 6      # bit depth of the embeddings
-LATER_LR = 0.3    # learning-rate factor of warm-started groups (smaller deltas)
+# A warm-started group's learning-rate factor: LATER_LR at LATER_EPOCHS epochs (the default
+# effort's), in inverse proportion to its epochs otherwise (at most 1), so that its weights
+# drift from the previous group's about as far at every effort: the drift is coded as deltas
+# within a byte budget, and what exceeds it is thrown away (docs/video.md, "Rate control")
+LATER_LR = 0.075
+LATER_EPOCHS = 50
 GRAD_CLIP = 0.5   # gradient-norm clipping (0: off)
 WARMUP = 100      # warm-up steps of group 0
 ENCODE_BATCH = 8  # frames per frame-encoder pass when computing all of a group's embeddings
@@ -172,7 +177,7 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
         loss_sum, count = 0.0, 0
         for i in range(0, n, settings.batch):
             idx = perm[i:i + settings.batch]
-            base = settings.lr if gi == 0 else settings.lr * LATER_LR
+            base = settings.lr if gi == 0 else settings.lr * min(1.0, LATER_LR * LATER_EPOCHS / n_epochs)
             lr = base * 0.5 * (1 + math.cos(math.pi * sched_step / max(total_steps, 1)))
             lr = lr * min(1.0, (sched_step + 1) / max(1, min(WARMUP, total_steps // 20))) if gi == 0 else lr
             for pg in opt.param_groups:
