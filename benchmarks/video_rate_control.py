@@ -38,9 +38,7 @@ def log_zones() -> None:
 
     def logged(params, steps, prev, n_frames, levels, budget):
         t = choose(params, steps, prev, n_frames, levels, budget)
-        with torch.no_grad():
-            deltas = [(rate.delta_ints(params[k], steps[k], prev[k], t, levels) - prev[k]).to(torch.int32).numpy()
-                      for k in steps]
+        deltas = rate.weight_deltas(params, steps, prev, t, levels)
         print(json.dumps({"dead_zone_log2": round(t, 3), "bytes": len(rate.pack_weights(n_frames, deltas)),
                           "budget": round(budget), "nonzero": sum(int(np.count_nonzero(d)) for d in deltas),
                           "deltas": sum(d.size for d in deltas)}), file=sys.stderr, flush=True)

@@ -312,8 +312,7 @@ def test_weight_deltas_that_drifted_far_still_meet_their_budget():
     prev = {"w": torch.zeros(4000)}
     steps = {"w": torch.ones(4000)}
     far = {"w": (8 + 12 * torch.rand(4000, generator=gen)) * torch.sign(torch.randn(4000, generator=gen))}
-    cost = lambda params, t: len(rate.pack_weights(1, [(rate.delta_ints(params["w"], steps["w"], prev["w"], t, 10 ** 6)  # noqa: E731
-                                                        - prev["w"]).to(torch.int32).numpy()]))
+    cost = lambda params, t: len(rate.pack_weights(1, rate.weight_deltas(params, steps, prev, t, 10 ** 6)))  # noqa: E731
     budget = cost(far, 3.0) / 3
     t = rate.delta_zone(far, steps, prev, 1, 10 ** 6, budget)
     assert 3.0 < t <= rate.MAX_DEAD_ZONE and cost(far, t) <= budget * 1.05

@@ -156,6 +156,7 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
     emb_levels = rate.RANGE * (2 ** (EMB_BITS - 1) - 1)
     prev = None if job.previous_ints is None else {
         name: torch.from_numpy(q.astype(np.float32)) for name, q in zip(names, job.previous_ints)}
+    base_lr = settings.lr if gi == 0 else settings.lr * min(1.0, LATER_LR * LATER_EPOCHS / n_epochs)
     for epoch in range(start, n_epochs):
         if epoch >= warm and step_codes is None:
             step_codes = rate.weight_codes(params, specs, settings.bits, job.weight_budget)
@@ -177,8 +178,7 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
         loss_sum, count = 0.0, 0
         for i in range(0, n, settings.batch):
             idx = perm[i:i + settings.batch]
-            base = settings.lr if gi == 0 else settings.lr * min(1.0, LATER_LR * LATER_EPOCHS / n_epochs)
-            lr = base * 0.5 * (1 + math.cos(math.pi * sched_step / max(total_steps, 1)))
+            lr = base_lr * 0.5 * (1 + math.cos(math.pi * sched_step / max(total_steps, 1)))
             lr = lr * min(1.0, (sched_step + 1) / max(1, min(WARMUP, total_steps // 20))) if gi == 0 else lr
             for pg in opt.param_groups:
                 pg["lr"] = lr

@@ -24,9 +24,11 @@ RANGE = 4                      # |k| <= RANGE * (2^(bits-1) - 1): the finest mul
 ITERATIONS = 10                # bisection steps (resolution 6 / 2^10 octave)
 
 
-def closest_scale(cost, budget: float, lo: float = LOG2_LO, hi: float = LOG2_HI) -> float:
-    """The value in [lo, hi] (a log2 multiplier) whose cost (bytes, non-increasing in it) is
-    closest to ``budget``; the ends when the budget is out of reach."""
+def closest_scale(cost, budget: float, lo: float | None = None, hi: float | None = None) -> float:
+    """The value in [lo, hi] (a log2 multiplier; default LOG2_LO, LOG2_HI, read at the call)
+    whose cost (bytes, non-increasing in it) is closest to ``budget``; the ends when the budget
+    is out of reach."""
+    lo, hi = LOG2_LO if lo is None else lo, LOG2_HI if hi is None else hi
     memo = {}
 
     def c(s):
@@ -73,14 +75,18 @@ def delta_ints(x: torch.Tensor, step: torch.Tensor, prev: torch.Tensor, log2t: f
 MAX_DEAD_ZONE = 5.0
 
 
+def weight_deltas(params: dict, steps: dict, prev: dict, log2t: float, levels: int) -> list[np.ndarray]:
+    """A later group's coded weight deltas (int32 per tensor) at the dead zone 2^log2t steps."""
+    with torch.no_grad():
+        return [(delta_ints(params[k], steps[k], prev[k], log2t, levels) - prev[k]).to(torch.int32).numpy()
+                for k in steps]
+
+
 def delta_zone(params: dict, steps: dict, prev: dict, n_frames: int, levels: int, budget: float) -> float:
     """The dead zone (log2 steps, -1..5) at which a later group's weight deltas code to
     ``budget`` bytes (with the group's frame count, as `pack_weights` writes them)."""
     def cost(t):
-        with torch.no_grad():
-            deltas = [(delta_ints(params[k], steps[k], prev[k], t, levels) - prev[k]).to(torch.int32).numpy()
-                      for k in steps]
-        return len(pack_weights(n_frames, deltas))
+        return len(pack_weights(n_frames, weight_deltas(params, steps, prev, t, levels)))
 
     t = closest_scale(cost, budget, -1.0, 3.0)
     if t == 3.0 and cost(t) > budget:  # out of reach below 2^3: wider zones (earlier encoders stopped here)
