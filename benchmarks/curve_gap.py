@@ -4,12 +4,16 @@
 
 For each point of the first codec, the second codec's PSNR at the same bpp (linear in log bpp
 between its neighbouring points; none outside its range) and the difference. BD-rate averages
-over the whole curve; this shows where along it one codec wins or loses.
+over the whole curve; this shows where along it one codec wins or loses. Last, the first
+codec's BD-rate (PSNR) against the second (codec.eval.bd) over the whole curves, and over
+their first six points (qualities 1-6 for neurocodec: the learned layer alone).
 """
 import json
 import sys
 
 import numpy as np
+
+from codec.eval.bd import bd_rate
 
 
 def curve(results: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +39,10 @@ def main(path: str, codec: str, other: str) -> None:
     for b, p in zip(bpp, psnr):
         q = psnr_at(b, other_bpp, other_psnr)
         print(f"| {b:.3f} | {p:.2f} | " + ("- | - |" if q is None else f"{q:.2f} | {p - q:+.2f} |"))
+    for points in (None, 6):
+        n = slice(points)
+        print(f"BD-rate of {codec} against {other}" + (f", first {points} points" if points else "") + ": "
+              f"{bd_rate(other_bpp[n], other_psnr[n], bpp[n], psnr[n]):+.2f} %")
 
 
 if __name__ == "__main__":
