@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--effort", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=None, help="frames per training step (encode_video's default if unset)")
+    ap.add_argument("--lr", type=float, default=None, help="group 0's learning rate (encode_video's default if unset)")
     ap.add_argument("--out", default=None, help="append JSON lines here too")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override a codec.video constant (e.g. RATE_LAMBDA=0.01, BITS_PER_WEIGHT=4.5) "
@@ -82,13 +84,15 @@ def main() -> None:
         for bpp in args.bpp:
             t0 = time.perf_counter()
             kw = {"seed": args.seed} if args.effort is None else {"effort": args.effort, "seed": args.seed}
+            kw.update({k: v for k, v in (("batch", args.batch), ("lr", args.lr)) if v is not None})
             data = encode_video(src, fps=fps, bpp=bpp, epochs=args.epochs, progress=False, threads=1, **kw)
             seconds = time.perf_counter() - t0
             real = 8 * len(data) / src[..., 0].size
             row = {"clip": name, "frames": len(src), "size": f"{src.shape[2]}x{src.shape[1]}", "target": bpp,
                    "bpp": round(real, 5), "error_pct": round(100 * (real / bpp - 1), 2),
                    "psnr": round(psnr(decode_video(data), src), 3), "encode_s": round(seconds, 1),
-                   "epochs": args.epochs, "effort": args.effort, "seed": args.seed, **overrides}
+                   "epochs": args.epochs, "effort": args.effort, "seed": args.seed,
+                   **{k: v for k, v in (("batch", args.batch), ("lr", args.lr)) if v is not None}, **overrides}
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as f:
