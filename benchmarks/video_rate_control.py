@@ -77,6 +77,7 @@ def main() -> None:
             raise SystemExit(f"no codec.video module defines {name}")
         for m in modules:
             setattr(m, name, float(value))
+    fit_args = {k: v for k, v in (("batch", args.batch), ("lr", args.lr)) if v is not None}
     for spec in args.clip:
         name, path = spec.split("=", 1)
         path, _, size = path.partition("@")
@@ -84,15 +85,14 @@ def main() -> None:
         for bpp in args.bpp:
             t0 = time.perf_counter()
             kw = {"seed": args.seed} if args.effort is None else {"effort": args.effort, "seed": args.seed}
-            kw.update({k: v for k, v in (("batch", args.batch), ("lr", args.lr)) if v is not None})
+            kw.update(fit_args)
             data = encode_video(src, fps=fps, bpp=bpp, epochs=args.epochs, progress=False, threads=1, **kw)
             seconds = time.perf_counter() - t0
             real = 8 * len(data) / src[..., 0].size
             row = {"clip": name, "frames": len(src), "size": f"{src.shape[2]}x{src.shape[1]}", "target": bpp,
                    "bpp": round(real, 5), "error_pct": round(100 * (real / bpp - 1), 2),
                    "psnr": round(psnr(decode_video(data), src), 3), "encode_s": round(seconds, 1),
-                   "epochs": args.epochs, "effort": args.effort, "seed": args.seed,
-                   **{k: v for k, v in (("batch", args.batch), ("lr", args.lr)) if v is not None}, **overrides}
+                   "epochs": args.epochs, "effort": args.effort, "seed": args.seed, **fit_args, **overrides}
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as f:

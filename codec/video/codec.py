@@ -379,9 +379,9 @@ def _fit_groups(source, frames, size, arch: Arch, group: int, n_groups: int, epo
                 continue
             x = torch.from_numpy(clip).permute(0, 3, 1, 2).to(torch.float32) / 255.0
             spent = sum(len(p) for p in payloads)
-            # bytes the earlier groups left unused go to this group's weight deltas first (the
-            # embeddings keep their planned share): a later group's deltas are squeezed only when
-            # the file would otherwise run over its target (docs/video.md, "Several groups")
+            # bytes the earlier groups left unused raise this group's weight-delta budget (its
+            # embeddings keep their planned share), so its deltas are not squeezed while the
+            # file runs under its target (docs/video.md, "Several groups")
             slack = max(0.0, targets[gi - 1] - spent) if gi else 0.0
             job = GroupJob(gi, _pad(x, cfg.out_h, cfg.out_w), height, width, group_epochs[gi], step_codes,
                            previous_ints, byte_budget=targets[gi] - spent, weight_budget=weight_budgets[gi] + slack)

@@ -19,10 +19,11 @@ from codec.video.arch import BITS_PER_DELTA, BITS_PER_WEIGHT, EMB_SHARE, Arch
 from codec.video.bitstream import encode_ints, pack_embeddings, pack_weights
 from models.inr import channel_steps, code_from_step, count_params, step_from_code
 
-LOG2_LO, LOG2_HI = -2.0, 4.0   # step multipliers searched: 1/4x .. 16x the bits-derived step
+LOG2_LO, LOG2_HI = -2.0, 4.0   # step multipliers searched: 1/4x .. 16x the bits-derived step (weights: from 1x)
 # The weights' multiplier never goes below 1x: a finer grid for group 0 makes every later group's
-# deltas (in steps) larger, and squeezing them back to their budget cost bunny 320x180 (5 groups,
-# 0.1 bpp) 0.57 dB (docs/video.md, "Several groups"); the embeddings take the bytes instead.
+# deltas (in steps) larger, and they were then squeezed back to their budget; this floor and
+# unused bytes going to the deltas (codec.video.codec) gained bunny 320x180 (5 groups, 0.1 bpp)
+# 0.57 dB together (docs/video.md, "Several groups"); the embeddings take the bytes instead.
 WEIGHT_LOG2_LO = 0.0
 RANGE = 4                      # |k| <= RANGE * (2^(bits-1) - 1): the finest multiplier never clips
 ITERATIONS = 10                # bisection steps (resolution 6 / 2^10 octave)
