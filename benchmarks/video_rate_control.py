@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=None, help="frames per training step (encode_video's default if unset)")
     ap.add_argument("--lr", type=float, default=None, help="group 0's learning rate (encode_video's default if unset)")
+    ap.add_argument("--group", type=int, default=None, help="frames per group (encode_video's default if unset)")
     ap.add_argument("--out", default=None, help="append JSON lines here too")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override a codec.video constant (e.g. RATE_LAMBDA=0.01, BITS_PER_WEIGHT=4.5) "
@@ -77,7 +78,7 @@ def main() -> None:
             raise SystemExit(f"no codec.video module defines {name}")
         for m in modules:
             setattr(m, name, float(value))
-    fit_args = {k: v for k, v in (("batch", args.batch), ("lr", args.lr)) if v is not None}
+    fit_args = {k: v for k, v in (("batch", args.batch), ("lr", args.lr), ("group", args.group)) if v is not None}
     for spec in args.clip:
         name, path = spec.split("=", 1)
         path, _, size = path.partition("@")

@@ -264,6 +264,19 @@ def test_image_file_is_not_a_video_file(encoded):
         video.decode_video(write_container(img, sections))
 
 
+def test_default_group_is_the_whole_clip_where_it_fits():
+    """One group up to 150 frames; longer clips in equal groups; large frames fewer per group
+    (never below 30); and an encode without ``group`` records the rule's value."""
+    g = video_codec.default_group
+    assert g(132, 320, 180) == 132 and g(8, 32, 32) == 8 and g(1, 32, 32) == 1
+    assert g(300, 320, 180) == 150 and g(301, 320, 180) == 101
+    assert g(120, 1920, 1080) == 30 and g(120, 1280, 720) == 60 and g(120, 3840, 2160) == 30
+    data = video.encode_video(_synthetic(t=6), epochs=1, progress=False, quality=5.0)
+    header, _ = read_container(data)
+    assert header.extra["group"] == 6 and header.extra["groups"] == 1
+    assert video.decode_video(data).shape == (6, 32, 32, 3)
+
+
 def test_plan_arch_tracks_budget():
     small = plan_arch(176, 144, 60, 0.02, 30)
     big = plan_arch(176, 144, 60, 0.2, 30)

@@ -91,7 +91,7 @@ def _encode_video(args) -> int:
     try:
         data = encode_video(args.input, bpp=args.bpp, quality=args.quality, frames=args.frames,
                             size=args.size, epochs=args.epochs, effort=args.effort or "default", model=args.model,
-                            resume_dir=resume_dir, threads=args.threads, on_group=lambda _, frames: recon.append(frames))
+                            group=args.group, resume_dir=resume_dir, threads=args.threads, on_group=lambda _, frames: recon.append(frames))
     except KeyboardInterrupt:
         print(f"neurocodec: interrupted; rerun the same command with --resume to continue "
               f"(state in {resume_dir})", file=sys.stderr)
@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--size", default=None, help="resize frames to WxH first, e.g. 320x180")
     v.add_argument("--epochs", type=int, default=None, help="training epochs of the first group of frames "
                    "(overrides --effort)")
+    v.add_argument("--group", type=int, default=None, help="frames per group: one network is fitted to a "
+                   "group, later groups code its changes (default: the whole clip up to 150 frames, fewer for "
+                   "large frames, in equal groups; smaller groups use less memory and lose quality)")
     v.add_argument("--resume", action="store_true", help="continue an interrupted video encode from OUT.resume/")
     p.add_argument("--threads", type=int, default=None,
                    help="threads to compute on (default: every core); an image's file is the same for "

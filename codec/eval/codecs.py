@@ -412,7 +412,8 @@ def _neurocodec_video(model: str | None, epochs: int | None = None) -> VideoCode
         version = _v("neurocodec")
     except Exception:
         version = "?"
-    fixed = {"model": model or "default", "epochs": epochs if epochs is not None else "default"}
+    fixed = {"model": model or "default", "epochs": epochs if epochs is not None else "default",
+             "group": "default (the whole clip up to 150 frames)"}
     return VideoCodec(
         name=f"neurocodec:{model}" if model else "neurocodec",
         description="neurocodec INR video codec" + (f" ({model})" if model else "")
