@@ -277,6 +277,16 @@ def test_default_group_is_the_whole_clip_where_it_fits():
     assert video.decode_video(data).shape == (6, 32, 32, 3)
 
 
+def test_effort_epochs_keep_the_steps_of_groups_of_30():
+    """Up to 30 frames the effort's epochs; beyond, the steps of 100 epochs over 30 frames
+    and 50 over each later frame (what groups of 30 trained)."""
+    e = video_codec.effort_epochs
+    assert e("default", 30) == 100 and e("fast", 8) == 25 and e("max", 30) == 300
+    assert e("default", 132) == 61 and e("default", 120) == 62 and e("max", 132) == 184
+    for t in (31, 60, 132, 600):
+        assert abs(e("default", t) * t - (100 * 30 + 50 * (t - 30))) <= t / 2
+
+
 def test_plan_arch_tracks_budget():
     small = plan_arch(176, 144, 60, 0.02, 30)
     big = plan_arch(176, 144, 60, 0.2, 30)

@@ -274,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how hard the encoder works (decoding is the same for every level). Images: fast "
                         "and default are the plain encode (about 2 s for a 768x512 photo on one core), "
                         "max is --refine 50 (about 2.5 %% smaller files at the same quality, about 60x "
-                        "slower: 2 minutes for that photo). Videos: 25, 100 or 300 training epochs of the "
-                        "first group (carphone, 30 frames: about 0.5, 2-5 and 11 minutes; docs/video.md)")
+                        "slower: 2 minutes for that photo). Videos: 25, 100 or 300 training epochs for up to "
+                        "30 frames (carphone, 30 frames, one thread: about 26 s, 89 s and 270 s), fewer for "
+                        "longer clips, so that the time grows with half the frames beyond 30 (docs/video.md)")
     v = p.add_argument_group("video (the input is detected as a video by PyAV)")
     v.add_argument("--bpp", type=float, default=None, help="target bits per pixel instead of --quality")
     v.add_argument("--frames", type=int, default=None, help="encode only the first N frames")

@@ -49,7 +49,8 @@ DEFAULT_QUALITY = 4.0
 MAX_GROUP_FRAMES = 150
 GROUP_PIXELS = 30 * 1920 * 1080
 MIN_DEFAULT_GROUP = 30
-EFFORT_EPOCHS = {"fast": 25, "default": 100, "max": 300}  # epochs of group 0 per effort (docs/video.md: times)
+EFFORT_EPOCHS = {"fast": 25, "default": 100, "max": 300}  # epochs of a clip of up to 30 frames (effort_epochs)
+FULL_EPOCH_FRAMES = 30
 MAX_GROUPS = 4000
 DECODE_BATCH = 4
 MAX_OUTPUT_BYTES = 16 * 2 ** 30    # decode_video refuses to allocate more than this
@@ -194,6 +195,18 @@ def render(net: HNeRVDecoder, emb: torch.Tensor, height: int, width: int, thread
 # =============================================================== encoding
 
 
+def effort_epochs(effort: str, n_frames: int) -> int:
+    """Group 0's epochs for an effort level: EFFORT_EPOCHS over the first FULL_EPOCH_FRAMES
+    frames and half as many over each later frame, spread over the clip. Why: that is the
+    training steps groups of 30 took (100 epochs, then 50 per later group), so an effort
+    level keeps its time per frame now that a clip is one group (carphone, 120 frames, 0.1 bpp:
+    62 epochs, 31.2 dB, where groups of 30 gave 28.8 dB; docs/video.md)."""
+    e = EFFORT_EPOCHS[effort]
+    if n_frames <= FULL_EPOCH_FRAMES:
+        return e
+    return max(1, round(e * (FULL_EPOCH_FRAMES + (n_frames - FULL_EPOCH_FRAMES) / 2) / n_frames))
+
+
 def default_group(n_frames: int, width: int, height: int) -> int:
     """Frames per group: the whole clip where it fits (MAX_GROUP_FRAMES, GROUP_PIXELS; never
     below MIN_DEFAULT_GROUP frames), else equal groups. Why: every later group pays for its
@@ -296,7 +309,8 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
     (codec.video.arch.min_bpp) is refused, a ``quality`` below it gives the minimum;
     ``frames`` keeps the first N frames, ``size`` ("WxH" or (w, h)) resizes, ``epochs``
     sets the training epochs of group 0 (later groups train half as many, warm-started;
-    default: by ``effort``, "fast" 25, "default" 100, "max" 300),
+    default: by ``effort``, "fast" 25, "default" 100, "max" 300 for up to 30 frames, fewer
+    for longer clips: `effort_epochs`),
     ``group`` the frames per group (default: `default_group`), ``bits`` the weight bit depth (6..8),
     ``lr`` group 0's learning rate, ``batch`` the frames per training step (1: twice the
     steps of 2 for ~10 % more time, +0.5-0.7 dB on carphone at 0.1 bpp, docs/video.md).
@@ -322,7 +336,7 @@ def encode_video(source, *, bpp: float | None = None, quality: float | None = No
     fps = video_fps(source) if fps is None else as_fraction(fps)
     if effort not in EFFORT_EPOCHS:
         raise NeurocodecError(f"effort must be one of {', '.join(EFFORT_EPOCHS)}, got {effort!r}")
-    epochs = int(EFFORT_EPOCHS[effort] if epochs is None else epochs)
+    epochs = int(effort_epochs(effort, n_frames) if epochs is None else epochs)
     if epochs < 1:
         raise NeurocodecError("epochs must be >= 1")
     floor = min_bpp(width, height, n_frames, group)
