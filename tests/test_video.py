@@ -203,6 +203,32 @@ def test_resume_mid_group(clip, encoded, tmp_path, monkeypatch):
     assert video.encode_video(clip, resume_dir=tmp_path / "m", **KW) == data
 
 
+def test_collapsed_epoch_returns_to_the_best_state_at_half_the_rate(clip, tmp_path, monkeypatch):
+    """An epoch whose loss jumps far above the best epoch's (here made 10^4 times larger) is
+    undone: the state saved after it is the best epoch's, and the learning rate halves from then."""
+    from codec.video import fit
+    real_loss, calls = fit.F.mse_loss, [0]
+
+    def loss(*a, **k):
+        calls[0] += 1
+        out = real_loss(*a, **k)
+        return out * 1e4 if 16 < calls[0] <= 24 else out  # the 8 steps of epoch 2
+
+    saved, real_save = [], ResumeStore.save_checkpoint
+
+    def keep(self, meta, tensors):
+        saved.append((dict(meta), {k: v.clone() for k, v in tensors.items()}))
+        real_save(self, meta, tensors)
+
+    monkeypatch.setattr(fit.F, "mse_loss", loss)
+    monkeypatch.setattr(ResumeStore, "save_checkpoint", keep)
+    data = video.encode_video(clip, resume_dir=tmp_path / "c", **{**KW, "group": 8})
+    assert [m["lr_scale"] for m, _ in saved] == [1.0, 1.0, 0.5, 0.5]
+    after, best = saved[2][1], saved[1][1]
+    assert all(torch.equal(after[k], best[k]) for k in best if k.startswith(("dec.", "enc.")))
+    assert video.decode_video(data).shape == (8, 32, 32, 3)
+
+
 def test_write_read_frames(tmp_path):
     fr = _synthetic(3, 24, 40)
     video.write_frames(fr, tmp_path / "a.mkv", 30)

@@ -33,6 +33,10 @@ GRAD_CLIP = 0.5   # gradient-norm clipping (0: off)
 WARMUP = 100      # warm-up steps of group 0
 ENCODE_BATCH = 8  # frames per frame-encoder pass when computing all of a group's embeddings
 RECALIBRATE = 5   # epochs between two choices of the embedding step scale during training
+# An epoch whose training MSE is COLLAPSE_DB above the best epoch's is a collapse (bunny
+# 320x180 at quality 6, lr 1e-2: 28.9 -> 22.6 -> 12.4 dB, a constant picture it never left):
+# the fit returns to the best epoch's state and goes on at half the learning rate.
+COLLAPSE_DB = 6.0
 RATE_LAMBDA = 0.0  # weight of the rate term (bits per pixel under codec.video.rate.laplace_bits) in the loss
 
 
@@ -136,14 +140,14 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
     gi, xp, n_epochs, step_codes = job.index, job.frames, job.epochs, job.step_codes
     n = xp.shape[0]
     warm = n_epochs // 2 if (gi == 0 and step_codes is None) else 0
-    start, emb_scale, zone = 0, None, None
+    start, emb_scale, zone, lr_scale = 0, None, None, 1.0
     checkpoint = resume.load_checkpoint(gi)
     if checkpoint is not None:
         meta, tensors = checkpoint
         load_model_tensors(decoder, encoder, tensors)
         load_optimizer(opt, tensors)
         start = meta["epoch"]
-        emb_scale, zone = meta.get("emb_scale"), meta.get("zone")
+        emb_scale, zone, lr_scale = meta.get("emb_scale"), meta.get("zone"), meta.get("lr_scale", 1.0)
         if "wcodes" in tensors:
             step_codes = tensors["wcodes"].numpy().astype(np.int64)
         if bar:
@@ -157,6 +161,7 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
     prev = None if job.previous_ints is None else {
         name: torch.from_numpy(q.astype(np.float32)) for name, q in zip(names, job.previous_ints)}
     base_lr = settings.lr if gi == 0 else settings.lr * min(1.0, LATER_LR * LATER_EPOCHS / n_epochs)
+    best_loss, best_tensors = math.inf, None
     for epoch in range(start, n_epochs):
         if epoch >= warm and step_codes is None:
             step_codes = rate.weight_codes(params, specs, settings.bits, job.weight_budget)
@@ -178,7 +183,7 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
         loss_sum, count = 0.0, 0
         for i in range(0, n, settings.batch):
             idx = perm[i:i + settings.batch]
-            lr = base_lr * 0.5 * (1 + math.cos(math.pi * sched_step / max(total_steps, 1)))
+            lr = lr_scale * base_lr * 0.5 * (1 + math.cos(math.pi * sched_step / max(total_steps, 1)))
             lr = lr * min(1.0, (sched_step + 1) / max(1, min(WARMUP, total_steps // 20))) if gi == 0 else lr
             for pg in opt.param_groups:
                 pg["lr"] = lr
@@ -210,9 +215,18 @@ def fit_group(decoder: HNeRVDecoder, encoder: EmbeddingEncoder, specs, settings:
             bar.update(1)
         tensors = _model_tensors(decoder, encoder)
         tensors.update(optimizer_tensors(opt))
+        epoch_loss = loss_sum / count
+        if best_tensors is not None and epoch_loss > best_loss * 10 ** (COLLAPSE_DB / 10):
+            tensors = {k: v.clone() for k, v in best_tensors.items()}  # collapsed: back to the best epoch
+            load_model_tensors(decoder, encoder, tensors)
+            load_optimizer(opt, tensors)
+            lr_scale /= 2  # and on at half the rate
+        elif epoch_loss < best_loss:
+            best_loss, best_tensors = epoch_loss, {k: v.clone() for k, v in tensors.items()}
         if step_codes is not None:
             tensors["wcodes"] = torch.from_numpy(np.asarray(step_codes, dtype=np.int64))
-        resume.save_checkpoint({"group": gi, "epoch": epoch + 1, "emb_scale": emb_scale, "zone": zone}, tensors)
+        resume.save_checkpoint({"group": gi, "epoch": epoch + 1, "emb_scale": emb_scale, "zone": zone,
+                                "lr_scale": lr_scale}, tensors)
     if step_codes is None:  # epochs too few to reach QAT
         step_codes = rate.weight_codes(params, specs, settings.bits, job.weight_budget)
     # ---- quantize weights on the fixed step grid; snap the network to the decoded weights;
