@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--clip", action="append", required=True, help="name=path[@WxH]")
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--bpp", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    ap.add_argument("--quality", type=float, default=None, help="encode at this --quality instead of --bpp")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--effort", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -83,15 +84,16 @@ def main() -> None:
         name, path = spec.split("=", 1)
         path, _, size = path.partition("@")
         src, fps = read_frames(path, args.frames, size or None)
-        for bpp in args.bpp:
+        for bpp in [None] if args.quality is not None else args.bpp:
             t0 = time.perf_counter()
             kw = {"seed": args.seed} if args.effort is None else {"effort": args.effort, "seed": args.seed}
             kw.update(fit_args)
-            data = encode_video(src, fps=fps, bpp=bpp, epochs=args.epochs, progress=False, threads=1, **kw)
+            data = encode_video(src, fps=fps, bpp=bpp, quality=args.quality, epochs=args.epochs, progress=False,
+                                threads=1, **kw)
             seconds = time.perf_counter() - t0
             real = 8 * len(data) / src[..., 0].size
-            row = {"clip": name, "frames": len(src), "size": f"{src.shape[2]}x{src.shape[1]}", "target": bpp,
-                   "bpp": round(real, 5), "error_pct": round(100 * (real / bpp - 1), 2),
+            row = {"clip": name, "frames": len(src), "size": f"{src.shape[2]}x{src.shape[1]}", "target": bpp, "quality": args.quality,
+                   "bpp": round(real, 5), "error_pct": None if bpp is None else round(100 * (real / bpp - 1), 2),
                    "psnr": round(psnr(decode_video(data), src), 3), "encode_s": round(seconds, 1),
                    "epochs": args.epochs, "effort": args.effort, "seed": args.seed, **fit_args, **overrides}
             print(json.dumps(row), flush=True)

@@ -394,6 +394,7 @@ def _pyav_codec(name: str, threads: int = 1, preset: str | None = None) -> Video
 
 def _neurocodec_video(model: str | None, epochs: int | None = None) -> VideoCodec:
     from codec.video import decode_video, encode_video
+    from codec.video.codec import MAX_GROUP_FRAMES
 
     def enc(frames, quality, *, fps):
         kwargs: dict[str, Any] = {"quality": float(quality), "progress": False, "fps": fps}
@@ -413,7 +414,7 @@ def _neurocodec_video(model: str | None, epochs: int | None = None) -> VideoCode
     except Exception:
         version = "?"
     fixed = {"model": model or "default", "epochs": epochs if epochs is not None else "default",
-             "group": "default (the whole clip up to 150 frames)"}
+             "group": f"default (the whole clip up to {MAX_GROUP_FRAMES} frames)"}
     return VideoCodec(
         name=f"neurocodec:{model}" if model else "neurocodec",
         description="neurocodec INR video codec" + (f" ({model})" if model else "")
