@@ -185,6 +185,18 @@ def _write_y4m(frames: np.ndarray, f, fps: Fraction) -> None:
         f.write(np.ascontiguousarray(yuv.transpose(2, 0, 1)).tobytes())
 
 
+def _bgr0_frame(av, fr: np.ndarray):
+    """An RGB frame as a `bgr0` frame, filled by NumPy: the bytes swscale's rgb24 -> bgr0 gives
+    (padding byte 255), 6-7x faster (it was 0.9 s of a 1.4 s `.mkv` write of 132 frames at 320x180)."""
+    h, w, _ = fr.shape
+    vf = av.VideoFrame(w, h, "bgr0")
+    plane = vf.planes[0]
+    buf = np.full((h, plane.line_size), 255, np.uint8)
+    buf[:, :4 * w].reshape(h, w, 4)[..., :3] = fr[..., ::-1]
+    plane.update(buf)
+    return vf
+
+
 def write_frames(frames: np.ndarray, path, fps=30) -> None:
     """Write (T, H, W, 3) uint8 frames by extension: .y4m, .mkv (FFV1, lossless RGB),
     .mp4 (x264 CRF 18, for viewing), or a directory (frame_00000.png ...; lossless)."""
@@ -212,7 +224,8 @@ def write_frames(frames: np.ndarray, path, fps=30) -> None:
                 s.options = {"crf": "18", "preset": "medium"}
             s.width, s.height = w, h
             for fr in frames:
-                vf = av.VideoFrame.from_ndarray(fr, format="rgb24").reformat(format=s.pix_fmt)
+                vf = _bgr0_frame(av, fr) if ext == ".mkv" else \
+                    av.VideoFrame.from_ndarray(fr, format="rgb24").reformat(format=s.pix_fmt)
                 for pkt in s.encode(vf):
                     out.mux(pkt)
             for pkt in s.encode():
