@@ -367,18 +367,3 @@ def test_weight_deltas_that_drifted_far_still_meet_their_budget():
     assert 3.0 < t <= rate.MAX_DEAD_ZONE and cost(far, t) <= budget * 1.05
     near = {"w": 3 * torch.randn(4000, generator=gen)}
     assert rate.delta_zone(near, steps, prev, 1, 10 ** 6, cost(near, 1.0)) <= 3.0
-
-
-def test_pixel_shuffle_is_torchs_in_values_layout_and_gradient():
-    """The decoder's own pixel shuffle (faster on the CPU) must be torch's exactly, or files
-    would decode differently."""
-    from models.inr import pixel_shuffle
-
-    for shape, s in [((2, 18, 5, 9), 3), ((1, 8, 7, 3), 2), ((3, 27, 1, 1), 3)]:
-        x = torch.randn(shape, generator=torch.Generator().manual_seed(s), requires_grad=True)
-        ours, ref = pixel_shuffle(x, s), torch.pixel_shuffle(x, s)
-        assert torch.equal(ours, ref) and ours.is_contiguous() and ours.stride() == ref.stride()
-        g = torch.randn(ref.shape)
-        (ga,) = torch.autograd.grad(ours, x, g)
-        (gb,) = torch.autograd.grad(ref, x, g)
-        assert torch.equal(ga, gb)
